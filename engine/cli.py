@@ -1,0 +1,27 @@
+"""The `enclavesql` console script: dispatches to the key tool, the attestation tools or the REPL.
+
+It only parses the first word and hands over; each subcommand lives in its own module.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "keys":
+        from engine.client.key_tool import main as keys_main
+
+        return keys_main(args[1:])
+    print(
+        "usage: enclavesql keys {create-cmk,create-cek,...} [options]\n"
+        "The SQL REPL arrives with the SQL layer.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
