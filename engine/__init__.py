@@ -41,3 +41,20 @@ __all__ = [
     "NotSupportedError",
     "CellAuthenticationError",
 ]
+
+# The column codec pulls in pyarrow and numpy, so it loads on first use, not with `import engine`.
+_LAZY_EXPORTS = {
+    "encrypt_column": "engine.client.codec",
+    "decrypt_column": "engine.client.codec",
+    "parse_sql_type": "engine.types",
+    "SqlType": "engine.types",
+}
+__all__ += list(_LAZY_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
