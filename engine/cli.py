@@ -15,6 +15,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from engine.client.key_tool import main as keys_main
 
         return keys_main(args[1:])
+    if args and args[0] == "attestation-service":
+        from enclave.attestation.service import main as service_main
+
+        return service_main(args[1:])
     print(
         "usage: enclavesql keys {create-cmk,create-cek,...} [options]\n"
         "The SQL REPL arrives with the SQL layer.",
