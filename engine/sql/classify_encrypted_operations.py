@@ -1,0 +1,470 @@
+"""Rewrite rule (annotation only): decide where each operation on an encrypted column can run.
+
+Deterministic equality work runs natively in DuckDB on ciphertext; randomized work needs the
+enclave; everything else over an encrypted column is refused before it runs (fail closed).
+Literals and ``?`` aimed at an encrypted column are marked with ``meta["ae_bind"]`` for
+parameterize_literals. It must not rewrite the tree, and no message may contain a value.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from engine.errors import NotSupportedError, ProgrammingError
+from engine.sql.catalog import CatalogSnapshot
+from engine.sql.plan import EncryptionTarget
+from engine.sql.resolve_columns import TARGET, base_origin, origin
+
+__all__ = ["BIND", "classify_encrypted_operations", "literal_value"]
+
+BIND = "ae_bind"
+ASSIGNED = "ae_assigned"
+
+# Operators whose answer only depends on equality of the plaintexts.
+_EQUALITY_OPS: dict[type[exp.Expr], str] = {
+    exp.EQ: "=",
+    exp.NEQ: "<>",
+    exp.NullSafeEQ: "IS NOT DISTINCT FROM",
+    exp.NullSafeNEQ: "IS DISTINCT FROM",
+    exp.In: "IN",
+}
+# Operators that need order or content of the plaintexts.
+_ORDER_OPS: dict[type[exp.Expr], str] = {
+    exp.GT: ">",
+    exp.GTE: ">=",
+    exp.LT: "<",
+    exp.LTE: "<=",
+    exp.Between: "BETWEEN",
+    exp.Like: "LIKE",
+    exp.ILike: "ILIKE",
+}
+_ORDER_AGGREGATES: dict[type[exp.Expr], str] = {
+    exp.Min: "MIN",
+    exp.Max: "MAX",
+    exp.Sum: "SUM",
+    exp.Avg: "AVG",
+}
+_CONSTRUCT_NAMES: dict[type[exp.Expr], str] = {
+    exp.Add: "arithmetic (+)",
+    exp.Sub: "arithmetic (-)",
+    exp.Mul: "arithmetic (*)",
+    exp.Div: "arithmetic (/)",
+    exp.Mod: "arithmetic (%)",
+    exp.Neg: "arithmetic (unary -)",
+    exp.DPipe: "string concatenation (||)",
+    exp.Cast: "CAST",
+    exp.TryCast: "TRY_CAST",
+    exp.Case: "CASE",
+    exp.If: "CASE",
+    exp.Coalesce: "COALESCE",
+    exp.Window: "a window function",
+    exp.Not: "NOT",
+    exp.And: "AND",
+    exp.Or: "OR",
+    exp.Is: "IS (other than IS NULL)",
+}
+
+
+def literal_value(node: exp.Expr) -> tuple[bool, object]:
+    """``(True, python value)`` when ``node`` is a constant the client can encrypt.
+
+    >>> from sqlglot import parse_one
+    >>> literal_value(parse_one("-42"))
+    (True, -42)
+    >>> literal_value(parse_one("'abc'"))
+    (True, 'abc')
+    >>> literal_value(parse_one("x"))
+    (False, None)
+    """
+    from decimal import Decimal
+
+    negative = False
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and node.this.is_number:
+        negative, node = True, node.this
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return True, node.this
+        text = str(node.this)
+        number: object = int(text) if text.lstrip("-").isdigit() else Decimal(text)
+        return True, -number if negative else number  # type: ignore[operator]
+    if isinstance(node, exp.National):
+        return True, node.this
+    if isinstance(node, exp.Boolean):
+        return True, bool(node.this)
+    # A typed literal such as DATE '2024-01-31': the client parses the text for the column.
+    if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
+        return True, node.this.this
+    return False, None
+
+
+def _construct(node: exp.Expr) -> str:
+    for cls, name in _CONSTRUCT_NAMES.items():
+        if isinstance(node, cls):
+            return name
+    if isinstance(node, exp.Func):
+        return f"the function {node.sql_name()}"
+    return f"the expression {type(node).__name__.upper()}"
+
+
+class _Classifier:
+    def __init__(self, catalog: CatalogSnapshot, enclave_available: bool) -> None:
+        self.catalog = catalog
+        self.enclave_available = enclave_available
+
+    # ---- outcomes -----------------------------------------------------------------------
+
+    def needs_enclave(self, target: EncryptionTarget, op: str) -> None:
+        """Randomized work: the enclave's job, or refused with what would allow it."""
+        label = target.label
+        if target.encryption_type == "DETERMINISTIC":
+            raise ProgrammingError(
+                f"{label} is DETERMINISTIC; `{op}` needs RANDOMIZED encryption with an "
+                "enclave-enabled column master key (ENCLAVE_COMPUTATIONS)"
+            )
+        enabled = self.catalog.enclave_enabled(target.cek_name)
+        if enabled and self.enclave_available:
+            raise NotSupportedError(
+                f"{label}: `{op}` runs in the enclave; enclave queries are not available yet"
+            )
+        if enabled:
+            raise ProgrammingError(
+                f"{label} is RANDOMIZED; `{op}` runs in the enclave and needs a connection "
+                "with attestation_protocol set"
+            )
+        raise ProgrammingError(
+            f"{label} is RANDOMIZED; `{op}` needs an enclave-enabled column master key "
+            "(ENCLAVE_COMPUTATIONS) and a connection with attestation_protocol set"
+        )
+
+    def equality(self, target: EncryptionTarget, op: str) -> None:
+        """Equality work runs on deterministic ciphertext natively."""
+        if target.encryption_type == "RANDOMIZED":
+            self.needs_enclave(target, op)
+
+    # ---- walk ---------------------------------------------------------------------------
+
+    def run(self, tree: exp.Expr) -> None:
+        for node in tree.walk():
+            if isinstance(node, exp.Column) and node.meta.get(TARGET) is not None:
+                if not node.meta.get(ASSIGNED):
+                    self.column_context(node, node.meta[TARGET])
+            elif isinstance(node, exp.Subquery) and _is_scalar(node):
+                # A scalar subquery yielding ciphertext is an encrypted value like a column.
+                target, _ = origin(node)
+                if target is not None:
+                    self.column_context(node, target)
+            elif isinstance(node, (*_EQUALITY_OPS, *_ORDER_OPS)):
+                if not _is_assignment(node):
+                    self.comparison(node)
+            elif isinstance(node, (exp.TableColumn, exp.Columns, exp.Star, exp.Pivot)):
+                self.implicit_columns(node)
+            elif isinstance(node, exp.SetOperation):
+                self.set_operation(node)
+            elif isinstance(node, exp.Insert):
+                self.insert(node)
+            elif isinstance(node, exp.Update):
+                self.update(node)
+            elif isinstance(node, exp.Select) and node.args.get("distinct"):
+                for projection in node.selects:
+                    target, _ = origin(projection)
+                    if target is not None:
+                        self.equality(target, "DISTINCT")
+
+    def implicit_columns(self, node: exp.Expr) -> None:
+        """Constructs that reach columns without naming them cannot be checked: refuse them.
+
+        qualify_columns has already expanded every ``*`` it could, so a star left over (other
+        than COUNT(*)) comes from a source whose columns are unknown.
+        """
+        if isinstance(node, exp.Star) and isinstance(node.parent, exp.Count):
+            return
+        if isinstance(node, exp.TableColumn):
+            construct = f"the whole-row reference {node.name}"
+        elif isinstance(node, exp.Columns):
+            construct = "COLUMNS(...)"
+        elif isinstance(node, exp.Pivot):
+            construct = "PIVOT/UNPIVOT"
+        else:
+            construct = "a * that cannot be expanded"
+        raise NotSupportedError(
+            f"{construct} cannot be checked on a statement over tables with encrypted columns; "
+            "name the columns instead"
+        )
+
+    def column_context(self, column: exp.Expr, target: EncryptionTarget) -> None:
+        child: exp.Expr = column
+        parent = column.parent
+        while isinstance(parent, exp.Paren):
+            child, parent = parent, parent.parent
+        if parent is None:
+            return
+        if isinstance(parent, exp.Alias):
+            child, parent = parent, parent.parent
+            if parent is None:
+                return
+        if isinstance(parent, exp.Select) and child.arg_key == "expressions":
+            return  # selected as ciphertext; the client decrypts it
+        if isinstance(parent, exp.Is) and isinstance(parent.expression, exp.Null):
+            return  # IS [NOT] NULL: the host sees NULLs anyway
+        if isinstance(parent, (*_EQUALITY_OPS, *_ORDER_OPS)) and not isinstance(child, exp.Alias):
+            return  # comparison() checks the operator as a whole
+        if isinstance(parent, exp.Tuple) and isinstance(parent.parent, exp.Values):
+            return  # a VALUES row; insert() checks it against its target column
+        if isinstance(parent, exp.Group):
+            self.equality(target, "GROUP BY")
+            return
+        if isinstance(parent, exp.Distinct) and isinstance(parent.parent, exp.Count):
+            self._not_windowed(parent.parent, target)
+            self.equality(target, "COUNT(DISTINCT)")
+            return
+        if isinstance(parent, exp.Count):
+            self._not_windowed(parent, target)
+            return  # COUNT only sees which cells are NULL, which the host knows anyway
+        if isinstance(parent, exp.Ordered):
+            self.needs_enclave(target, "ORDER BY")
+            return
+        for cls, name in _ORDER_AGGREGATES.items():
+            if isinstance(parent, cls):
+                self._not_windowed(parent, target)
+                self.needs_enclave(target, name)
+                return
+        if isinstance(parent, exp.Where | exp.Having | exp.Join):
+            raise NotSupportedError(
+                f"{target.label} is encrypted and cannot be used as a condition by itself; "
+                "compare it with a value"
+            )
+        raise NotSupportedError(
+            f"{target.label} is encrypted; {_construct(parent)} over an encrypted column "
+            "cannot run on ciphertext (only selecting, equality, IS NULL, COUNT, GROUP BY "
+            "and DISTINCT can, or the enclave operations)"
+        )
+
+    def _not_windowed(self, aggregate: exp.Expr, target: EncryptionTarget) -> None:
+        parent = aggregate.parent
+        if isinstance(parent, exp.Window) or isinstance(aggregate.parent, exp.Filter):
+            raise NotSupportedError(
+                f"{target.label} is encrypted; a window function or FILTER over an encrypted "
+                "column cannot run"
+            )
+
+    def comparison(self, node: exp.Expr) -> None:
+        if isinstance(node, exp.In):
+            op = "NOT IN" if isinstance(node.parent, exp.Not) else "IN"
+            others = list(node.expressions)
+            query = node.args.get("query")
+            if query is not None:
+                others.append(query)
+            if node.args.get("unnest") is not None or node.args.get("field") is not None:
+                others.append(node.args.get("unnest") or node.args.get("field"))
+            operands = [node.this, *others]
+        elif isinstance(node, exp.Between):
+            op = "BETWEEN"
+            operands = [node.this, node.args["low"], node.args["high"]]
+        else:
+            op = _EQUALITY_OPS.get(type(node)) or _ORDER_OPS[type(node)]
+            operands = [node.this, node.expression]
+            escape = node.args.get("escape")
+            if escape is not None:
+                operands.append(escape)
+        targets = [origin(o)[0] for o in operands]
+        encrypted = [t for t in targets if t is not None]
+        if not encrypted:
+            return
+        first = encrypted[0]
+        for operand, target in zip(operands, targets, strict=True):
+            if target is not None:
+                if not target.same_key(first):
+                    raise ProgrammingError(
+                        f"`{op}` compares {first.label} with {target.label}, which are encrypted "
+                        "under different keys, encryption types or declared types; declare "
+                        "both with the same column encryption key, type and encryption type"
+                    )
+                continue
+            is_literal, _ = literal_value(operand)
+            if isinstance(operand, exp.Placeholder) or is_literal:
+                operand.meta[BIND] = first
+            elif isinstance(operand, exp.Null):
+                pass
+            else:
+                raise ProgrammingError(
+                    f"`{op}` compares the encrypted column {first.label} with a plaintext "
+                    f"expression ({_describe(operand)}); ciphertext is never compared with "
+                    "plaintext: compare it with a literal or a ? parameter, or with a column "
+                    "encrypted under the same key"
+                )
+        if type(node) in _ORDER_OPS:
+            self.needs_enclave(first, op)
+        else:
+            self.equality(first, op)
+
+    def set_operation(self, node: exp.SetOperation) -> None:
+        op = type(node).__name__.upper()
+        for a, b in zip(node.this.selects, node.expression.selects, strict=False):
+            ta, tb = origin(a)[0], origin(b)[0]
+            if ta is None and tb is None:
+                continue
+            if ta is None or tb is None:
+                plain = a if ta is None else b
+                enc = ta or tb
+                assert enc is not None
+                if not isinstance(plain.unalias(), exp.Null):
+                    raise ProgrammingError(
+                        f"{op} combines the encrypted column {enc.label} with a plaintext "
+                        "column; ciphertext and plaintext never mix"
+                    )
+            elif not ta.same_key(tb):
+                raise ProgrammingError(
+                    f"{op} combines {ta.label} and {tb.label}, which are encrypted under "
+                    "different keys, encryption types or declared types"
+                )
+            if node.args.get("distinct"):
+                enc_target = ta or tb
+                assert enc_target is not None
+                self.equality(enc_target, op)
+
+    # ---- writes -------------------------------------------------------------------------
+
+    def write_value(self, target: EncryptionTarget | None, value: exp.Expr, what: str) -> None:
+        """Check one value written into a column; mark it for encryption when needed."""
+        value = value.unalias() if isinstance(value, exp.Alias) else value
+        source, _ = origin(value)
+        if target is None:
+            if source is not None:
+                raise ProgrammingError(
+                    f"{what} would copy ciphertext of {source.label} into a plaintext column; "
+                    "ciphertext and plaintext never mix"
+                )
+            return
+        if source is not None:
+            if not source.same_key(target):
+                raise ProgrammingError(
+                    f"{what} would copy {source.label} into {target.label}, which is encrypted "
+                    "under a different key, encryption type or declared type; declare both "
+                    "alike to copy ciphertext"
+                )
+            return
+        if isinstance(value, exp.Null):
+            return  # NULL is stored as NULL (documented leakage)
+        if isinstance(value, exp.Placeholder) or literal_value(value)[0]:
+            value.meta[BIND] = target
+            return
+        raise ProgrammingError(
+            f"{what} would write a plaintext expression ({_construct(value)}) into the "
+            f"encrypted column {target.label}; pass the value as a literal or a ? parameter"
+        )
+
+    def insert(self, node: exp.Insert) -> None:
+        destination = node.this
+        table = destination.this if isinstance(destination, exp.Schema) else destination
+        if not isinstance(table, exp.Table):
+            return
+        known = self.catalog.has_table(table.name)
+        info = self.catalog.table(table.name) if known else None
+        if info is not None and info.encrypted:
+            for key in ("returning", "conflict"):
+                if node.args.get(key):
+                    raise NotSupportedError(
+                        f"{info.name} has encrypted columns; INSERT with "
+                        f"{key.upper().replace('CONFLICT', 'ON CONFLICT')} is not supported"
+                    )
+            if node.args.get("by_name"):
+                raise NotSupportedError(
+                    f"{info.name} has encrypted columns; INSERT ... BY NAME is not supported"
+                )
+        if isinstance(destination, exp.Schema) and destination.expressions:
+            names = [c.name for c in destination.expressions]
+        elif info is not None:
+            names = [c.name for c in info.columns]
+        else:
+            names = []
+        targets: list[EncryptionTarget | None] = [
+            base_origin(self.catalog, info.name, n)[0] if info is not None else None for n in names
+        ]
+        source = node.expression
+        what = f"INSERT INTO {table.name}"
+        if isinstance(source, exp.Values):
+            rows = [
+                list(row.expressions) if isinstance(row, exp.Tuple) else [row]
+                for row in source.expressions
+            ]
+        elif isinstance(source, exp.Query):
+            rows = [list(source.selects)]
+        else:
+            return
+        for row in rows:
+            if targets and len(row) != len(targets):
+                raise ProgrammingError(
+                    f"{what} names {len(targets)} column(s) but a row has {len(row)} value(s)"
+                )
+            for i, value in enumerate(row):
+                target = targets[i] if targets else None
+                if isinstance(source, exp.SetOperation) and target is not None:
+                    # Only a whole-branch ciphertext copy is safe through a set operation.
+                    if origin(value)[0] is None:
+                        raise ProgrammingError(
+                            f"{what}: every branch must supply {target.label} from a column "
+                            "encrypted under the same key"
+                        )
+                self.write_value(target, value, what)
+
+    def update(self, node: exp.Update) -> None:
+        what = f"UPDATE {node.this.sql('duckdb')}" if node.this is not None else "UPDATE"
+        if node.args.get("returning"):
+            for column in node.args["returning"].find_all(exp.Column):
+                if column.meta.get(TARGET) is not None:
+                    raise NotSupportedError(
+                        f"{column.meta[TARGET].label} is encrypted; RETURNING it is not supported"
+                    )
+        for assignment in node.expressions:
+            if not isinstance(assignment, exp.EQ) or not isinstance(assignment.this, exp.Column):
+                continue
+            column = assignment.this
+            column.meta[ASSIGNED] = True
+            self.write_value(column.meta.get(TARGET), assignment.expression, what)
+
+
+def _describe(node: exp.Expr) -> str:
+    if isinstance(node, exp.Column):
+        return f"the column {node.sql('duckdb')}"
+    return _construct(node)
+
+
+def _is_scalar(subquery: exp.Subquery) -> bool:
+    """False for derived tables and for the subquery of ``x IN (SELECT ...)``."""
+    return not isinstance(subquery.parent, (exp.From, exp.Join)) and subquery.arg_key != "query"
+
+
+def _is_assignment(node: exp.Expr) -> bool:
+    return (
+        isinstance(node, exp.EQ)
+        and isinstance(node.parent, exp.Update)
+        and (node.arg_key == "expressions")
+    )
+
+
+def classify_encrypted_operations(
+    expression: exp.Expr, catalog: CatalogSnapshot, *, enclave_available: bool
+) -> exp.Expr:
+    """Check every operation on encrypted columns and mark values to encrypt (a new tree).
+
+    Raises ProgrammingError when another column declaration would allow the statement and
+    NotSupportedError when none would; the message names the column and the operation.
+
+    >>> from sqlglot import parse_one
+    >>> from engine.sql.catalog import (
+    ...     ColumnEncryptionKey, ColumnEncryptionKeyValue, ColumnInfo, ColumnMasterKey,
+    ...     Encryption, TableInfo)
+    >>> from engine.sql.resolve_columns import resolve_columns
+    >>> cmk = ColumnMasterKey("cmk1", "PEM_FILE", "/k.pem")
+    >>> cek = ColumnEncryptionKey("cek1", (ColumnEncryptionKeyValue("cmk1", "RSA_OAEP", None),))
+    >>> t = TableInfo("t", (ColumnInfo("s", "INT", Encryption("cek1", "RANDOMIZED")),))
+    >>> snap = CatalogSnapshot(1, (cmk,), (cek,), (t,))
+    >>> tree = resolve_columns(parse_one("SELECT t.s FROM t AS t WHERE t.s < 3"), snap)
+    >>> classify_encrypted_operations(tree, snap, enclave_available=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    engine.errors.ProgrammingError: t.s is RANDOMIZED; `<` needs an enclave-enabled ...
+    """
+    expression = expression.copy()
+    _Classifier(catalog, enclave_available).run(expression)
+    return expression
