@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NATIVE_INPUTS := $(wildcard native/include/*.h native/src/*.c native/src/*.h) \
                  enclave/build_enclave.py setup.py pyproject.toml
-SYSTEM_PACKAGES := softhsm2
+SYSTEM_PACKAGES := softhsm2 tmux
 SF ?= 0.1
 PYTEST_ARGS ?=
 
@@ -46,7 +46,14 @@ test: system-deps $(STAMP) native-test
 demo: $(STAMP)
 	$(PY) -m engine.demo
 
-bench: $(STAMP)
+# The bench extra (matplotlib, tpchgen-cli, py-spy) has its own stamp so make test stays lean.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,dev,bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)
 	$(PY) -m bench --sf $(SF)
 
 fuzz: $(STAMP)
