@@ -19,12 +19,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from enclave.attestation.service import main as service_main
 
         return service_main(args[1:])
-    print(
-        "usage: enclavesql keys {create-cmk,create-cek,...} [options]\n"
-        "The SQL REPL arrives with the SQL layer.",
-        file=sys.stderr,
-    )
-    return 2
+    if args and args[0] == "enclave-info":
+        from enclave.info_tool import main as info_main
+
+        return info_main(args[1:])
+    from engine.repl.app import main as repl_main
+
+    return repl_main(args)
 
 
 if __name__ == "__main__":
