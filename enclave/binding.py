@@ -1,13 +1,15 @@
-"""The Python face of the native cell codec: the only module that imports `enclave._native`.
+"""The Python face of the native code: the only module that imports `enclave._native`.
 
-It checks the ABI version at import, moves Arrow binary arrays into and out of the C batch calls
-without per-row Python, and maps every native status to a PEP 249 exception. It must never put
-key bytes, plaintext or ciphertext into an exception message, and never loop over rows itself.
+It checks the ABI version at import, moves Arrow arrays into and out of the C batch calls of the
+cell codec and of the enclave (sessions, query contexts, operators) without per-row Python, and
+maps every native status to a PEP 249 exception. It must never put key bytes, plaintext or
+ciphertext into an exception message, and never loop over rows itself.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -17,6 +19,7 @@ import pyarrow as pa
 import enclave._native as _native
 from engine.errors import (
     CellAuthenticationError,
+    DataError,
     InterfaceError,
     InternalError,
     NotSupportedError,
@@ -33,9 +36,53 @@ __all__ = [
     "codec_implementation",
     "use_codec_implementation",
     "EXPECTED_ABI_VERSION",
+    "EnclaveInfo",
+    "enclave_info",
+    "open_session",
+    "close_session",
+    "begin_query",
+    "end_query",
+    "enclave_compare",
+    "enclave_rank",
+    "enclave_group",
+    "enclave_aggregate",
+    "enclave_reencrypt",
+    "enclave_encrypt",
+    "OP_EQ",
+    "OP_NE",
+    "OP_LT",
+    "OP_LE",
+    "OP_GT",
+    "OP_GE",
+    "OP_BETWEEN",
+    "OP_IN",
+    "OP_LIKE",
+    "OP_RANK",
+    "OP_GROUP",
+    "OP_SUM",
+    "OP_AVG",
+    "OP_MIN",
+    "OP_MAX",
+    "OP_COUNT_DISTINCT",
+    "OP_REENCRYPT",
+    "OP_ENCRYPT",
+    "TYPE_INT64",
+    "TYPE_FLOAT32",
+    "TYPE_FLOAT64",
+    "TYPE_DECIMAL",
+    "TYPE_DATE",
+    "TYPE_TIME",
+    "TYPE_DATETIME2",
+    "TYPE_DATETIMEOFFSET",
+    "TYPE_UTF8",
+    "TYPE_UTF16LE",
+    "TYPE_BYTES",
+    "TYPE_GUID",
+    "MODE_DETERMINISTIC",
+    "MODE_RANDOMIZED",
 ]
 
-EXPECTED_ABI_VERSION = 1
+EXPECTED_ABI_VERSION = 2
 
 _ffi: Any = _native.ffi
 _lib: Any = _native.lib
@@ -60,12 +107,64 @@ def _check_abi() -> None:
 _check_abi()
 
 
+# One fixed message per enclave status: what the enclave refused and what would fix it.
+_ENCLAVE_ERRORS: dict[int, tuple[type[Exception], str]] = {
+    _lib.EE_ERR_SESSION: (
+        OperationalError,
+        "the enclave has no such session (it was closed, or the package was built for another "
+        "session); open a new enclave session",
+    ),
+    _lib.EE_ERR_REPLAY: (
+        OperationalError,
+        "the enclave refused a replayed or reordered enclave package (its counter is not above "
+        "the last one accepted in this session); build a fresh package for the query",
+    ),
+    _lib.EE_ERR_PACKAGE: (
+        OperationalError,
+        "the enclave refused a malformed enclave package, or one built for a different "
+        "statement; build the package for the statement the host executes",
+    ),
+    _lib.EE_ERR_NOT_AUTHORIZED: (
+        OperationalError,
+        "the enclave refused an operation the client did not authorize for this query",
+    ),
+    _lib.EE_ERR_QUERY: (
+        OperationalError,
+        "the enclave has no such query context (it ended, its session closed, or it never "
+        "began); begin the query with a fresh enclave package",
+    ),
+    _lib.EE_ERR_LIMIT: (
+        OperationalError,
+        "an enclave limit was reached (sessions, open queries per session, keys, "
+        "authorizations or IN list items); end unused queries or sessions, or split the work",
+    ),
+    _lib.EE_ERR_PLATFORM: (
+        OperationalError,
+        "the simulated platform key cannot be read or created; check the platform directory's "
+        "permissions, or move an unreadable platform_key.pem aside",
+    ),
+    _lib.EE_ERR_OVERFLOW: (
+        DataError,
+        "an aggregate over an encrypted column is out of range for its result type "
+        "(|SUM| must stay below 10**38); aggregate fewer rows or use a wider type",
+    ),
+    _lib.EE_ERR_TYPE: (
+        NotSupportedError,
+        "the enclave has no such operator for this column type (for example LIKE on a "
+        "number, or SUM on a string)",
+    ),
+}
+
+
 def _raise_for(status: int, action: str) -> None:
     """Turns a native status into the matching PEP 249 exception (no values in messages)."""
     if status == _lib.EE_OK:
         return
     if status == _lib.EE_ERR_AUTH:
         raise CellAuthenticationError()
+    if status in _ENCLAVE_ERRORS:
+        kind, message = _ENCLAVE_ERRORS[status]
+        raise kind(f"{action}: {message}")
     if status == _lib.EE_ERR_KEY_ID:
         raise InterfaceError(f"{action}: the CellKey is closed; load the key again")
     if status == _lib.EE_ERR_KEY_LENGTH:
@@ -395,3 +494,466 @@ def use_codec_implementation(name: str) -> None:
             f"unknown codec implementation {name!r}; use 'fast', 'portable' or 'auto'"
         )
     _raise_for(_lib.ee_cell_select_impl(choices[name]), "selecting the codec")
+
+
+# ---- The enclave: sessions, query contexts and operators (enclave.h section 5) -----------------
+
+OP_EQ: int = _lib.EE_OP_EQ
+OP_NE: int = _lib.EE_OP_NE
+OP_LT: int = _lib.EE_OP_LT
+OP_LE: int = _lib.EE_OP_LE
+OP_GT: int = _lib.EE_OP_GT
+OP_GE: int = _lib.EE_OP_GE
+OP_BETWEEN: int = _lib.EE_OP_BETWEEN
+OP_IN: int = _lib.EE_OP_IN
+OP_LIKE: int = _lib.EE_OP_LIKE
+OP_RANK: int = _lib.EE_OP_RANK
+OP_GROUP: int = _lib.EE_OP_GROUP
+OP_SUM: int = _lib.EE_OP_SUM
+OP_AVG: int = _lib.EE_OP_AVG
+OP_MIN: int = _lib.EE_OP_MIN
+OP_MAX: int = _lib.EE_OP_MAX
+OP_COUNT_DISTINCT: int = _lib.EE_OP_COUNT_DISTINCT
+OP_REENCRYPT: int = _lib.EE_OP_REENCRYPT
+OP_ENCRYPT: int = _lib.EE_OP_ENCRYPT
+
+TYPE_INT64: int = _lib.EE_TYPE_INT64
+TYPE_FLOAT32: int = _lib.EE_TYPE_FLOAT32
+TYPE_FLOAT64: int = _lib.EE_TYPE_FLOAT64
+TYPE_DECIMAL: int = _lib.EE_TYPE_DECIMAL
+TYPE_DATE: int = _lib.EE_TYPE_DATE
+TYPE_TIME: int = _lib.EE_TYPE_TIME
+TYPE_DATETIME2: int = _lib.EE_TYPE_DATETIME2
+TYPE_DATETIMEOFFSET: int = _lib.EE_TYPE_DATETIMEOFFSET
+TYPE_UTF8: int = _lib.EE_TYPE_UTF8
+TYPE_UTF16LE: int = _lib.EE_TYPE_UTF16LE
+TYPE_BYTES: int = _lib.EE_TYPE_BYTES
+TYPE_GUID: int = _lib.EE_TYPE_GUID
+
+MODE_DETERMINISTIC = 1
+MODE_RANDOMIZED = 2
+
+_U16_MAX = 0xFFFF
+_U64_MAX = 2**64 - 1
+_EVIDENCE_MAX_LEN: int = _lib.EE_EVIDENCE_MAX_LEN
+_NO_ROWS = (_ffi.NULL, 0, _ffi.NULL, 0, _ffi.NULL, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class EnclaveInfo:
+    """What the enclave reports about itself: the facts an attestation policy appraises.
+
+    `measurement` is the SHA-256 of the loaded extension module's file, `svn` the compiled-in
+    security version, `debug` whether this is a debug build.
+    """
+
+    measurement: bytes
+    svn: int
+    debug: bool
+
+
+def enclave_info() -> EnclaveInfo:
+    """The measurement, security version and debug flag of the loaded enclave.
+
+    >>> info = enclave_info()
+    >>> len(info.measurement), info.svn >= 1, info.debug
+    (32, True, False)
+    """
+    measurement = _ffi.new("uint8_t[32]")
+    svn = _ffi.new("uint32_t *")
+    debug = _ffi.new("int32_t *")
+    _raise_for(_lib.ee_enclave_info(measurement, svn, debug), "reading the enclave's identity")
+    return EnclaveInfo(bytes(_ffi.buffer(measurement, 32)), int(svn[0]), bool(debug[0]))
+
+
+def _bytes_arg(value: object, what: str) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ProgrammingError(f"{what} must be bytes, not {type(value).__name__}")
+    return bytes(value)
+
+
+def _id_arg(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U64_MAX:
+        raise ProgrammingError(f"{what} must be an integer from 0 to 2**64 - 1")
+    return value
+
+
+def _small_arg(value: object, what: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise ProgrammingError(f"{what} must be an integer from 0 to {maximum}")
+    return value
+
+
+def open_session(
+    nonce: bytes, client_ecdh_public: bytes, platform_dir: str | os.PathLike[str]
+) -> tuple[int, bytes]:
+    """Opens an enclave session; returns (session_id, evidence format v1).
+
+    The enclave derives the session key from `client_ecdh_public` (97-byte uncompressed P-384
+    point) at once; the client derives the same key after verifying the evidence.
+
+    >>> import tempfile
+    >>> from cryptography.hazmat.primitives.asymmetric import ec
+    >>> from cryptography.hazmat.primitives import serialization
+    >>> client = ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
+    ...     serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    >>> with tempfile.TemporaryDirectory() as platform:
+    ...     session_id, evidence = open_session(bytes(16), client, platform)
+    ...     close_session(session_id)
+    >>> evidence[:4]
+    b'EEV1'
+    """
+    nonce_bytes = _bytes_arg(nonce, "the nonce")
+    point = _bytes_arg(client_ecdh_public, "the client ECDH public key")
+    directory = os.fsencode(os.fspath(platform_dir))
+    if not 16 <= len(nonce_bytes) <= 256:
+        raise ProgrammingError(f"the nonce must be 16 to 256 bytes, got {len(nonce_bytes)}")
+    if len(point) != 97 or point[:1] != b"\x04":
+        raise ProgrammingError(
+            "the client ECDH public key must be a 97-byte uncompressed P-384 point"
+        )
+    evidence = _ffi.new(f"uint8_t[{_EVIDENCE_MAX_LEN}]")
+    evidence_len = _ffi.new("size_t *")
+    session_id = _ffi.new("uint64_t *")
+    status = _lib.ee_enclave_open_session(
+        evidence,
+        _EVIDENCE_MAX_LEN,
+        evidence_len,
+        session_id,
+        nonce_bytes,
+        len(nonce_bytes),
+        point,
+        len(point),
+        directory,
+        len(directory),
+    )
+    if status == _lib.EE_ERR_ARGUMENT:
+        raise ProgrammingError(
+            "opening an enclave session: the client ECDH public key is not a point on P-384, "
+            "or the platform directory name is unusable"
+        )
+    _raise_for(status, "opening an enclave session")
+    return int(session_id[0]), bytes(_ffi.buffer(evidence, evidence_len[0]))
+
+
+def close_session(session_id: int) -> None:
+    """Wipes the session key and every query context of the session.
+
+    >>> close_session(12345)
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: closing an enclave session: the enclave has no such session \
+(it was closed, or the package was built for another session); open a new enclave session
+    """
+    _raise_for(
+        _lib.ee_enclave_close_session(_id_arg(session_id, "the session id")),
+        "closing an enclave session",
+    )
+
+
+def begin_query(session_id: int, package: bytes, statement_hash: bytes) -> int:
+    """Verifies an enclave package and opens a query context; returns the query id.
+
+    `statement_hash` is SHA-256(UTF-16LE(statement text)) of what the host executes.
+
+    >>> begin_query(12345, bytes(8), bytes(32))
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: beginning an enclave query: the enclave has no such session \
+(it was closed, or the package was built for another session); open a new enclave session
+    """
+    sid = _id_arg(session_id, "the session id")
+    package_bytes = _bytes_arg(package, "the enclave package")
+    digest = _bytes_arg(statement_hash, "the statement hash")
+    if len(digest) != 32:
+        raise ProgrammingError("the statement hash must be a 32-byte SHA-256 digest")
+    query_id = _ffi.new("uint64_t *")
+    status = _lib.ee_enclave_begin_query(
+        query_id, sid, package_bytes, len(package_bytes), digest, len(digest)
+    )
+    _raise_for(status, "beginning an enclave query")
+    return int(query_id[0])
+
+
+def end_query(query_id: int) -> None:
+    """Wipes and frees a query context (its keys and authorizations).
+
+    >>> end_query(12345)
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: ending an enclave query: the enclave has no such query \
+context (it ended, its session closed, or it never began); begin the query with a fresh \
+enclave package
+    """
+    _raise_for(
+        _lib.ee_enclave_end_query(_id_arg(query_id, "the query id")), "ending an enclave query"
+    )
+
+
+def _operator_args(query_id: int, cek_id: int, type_code: int, operator: int) -> tuple[int, ...]:
+    return (
+        _id_arg(query_id, "the query id"),
+        _small_arg(cek_id, "the cek_id", _U16_MAX),
+        _small_arg(type_code, "the type code", 2**31 - 1),
+        _small_arg(operator, "the operator", 2**31 - 1),
+    )
+
+
+def enclave_compare(
+    query_id: int,
+    cek_id: int,
+    type_code: int,
+    operator: int,
+    constant: bytes,
+    cells: Any,
+    right: Any | None = None,
+) -> Any:
+    """EQ..GE, BETWEEN, IN or LIKE over encrypted cells: a BooleanArray, null where a cell is.
+
+    `constant` is the operator's constant blob (engine.client.enclave_package builds them); an
+    empty constant with `right` compares two columns row by row.
+
+    >>> enclave_compare(1, 1, TYPE_INT64, OP_EQ, b"", pa.array([], pa.binary()))
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: comparing encrypted cells: the enclave has no such query \
+context (it ended, its session closed, or it never began); begin the query with a fresh \
+enclave package
+    """
+    args = _operator_args(query_id, cek_id, type_code, operator)
+    blob = _bytes_arg(constant, "the operator constant")
+    rows = _Rows(cells, "cells")
+    right_args = _NO_ROWS
+    if right is not None:
+        right_rows = _Rows(right, "right")
+        if right_rows.count != rows.count:
+            raise ProgrammingError(
+                f"a column comparison needs equally long inputs ({rows.count} and "
+                f"{right_rows.count} rows)"
+            )
+        right_args = right_rows.c_args()
+    out = np.empty(max(rows.count, 1), dtype=np.uint8)
+    status = _lib.ee_enclave_compare(
+        _ffi.from_buffer("uint8_t[]", out, require_writable=True),
+        rows.count,
+        *args,
+        blob,
+        len(blob),
+        *rows.c_args(),
+        *right_args,
+    )
+    _raise_for(status, "comparing encrypted cells")
+    result = out[: rows.count]
+    nulls = result == 2
+    null_count = int(nulls.sum())
+    validity = None if null_count == 0 else pa.py_buffer(np.packbits(~nulls, bitorder="little"))
+    values = pa.py_buffer(np.packbits(result == 1, bitorder="little"))
+    return pa.Array.from_buffers(pa.bool_(), rows.count, [validity, values], null_count=null_count)
+
+
+def _ranks(query_id: int, cek_id: int, type_code: int, operator: int, cells: Any) -> Any:
+    args = _operator_args(query_id, cek_id, type_code, operator)
+    rows = _Rows(cells, "cells")
+    out = np.empty(max(rows.count, 1), dtype=np.int64)
+    status = _lib.ee_enclave_rank(
+        _ffi.from_buffer("int64_t[]", out, require_writable=True),
+        rows.count,
+        *args,
+        b"",
+        0,
+        *rows.c_args(),
+    )
+    _raise_for(status, "ranking encrypted cells")
+    result = out[: rows.count]
+    return pa.array(result, type=pa.int64(), mask=result < 0)
+
+
+def enclave_rank(query_id: int, cek_id: int, type_code: int, cells: Any) -> Any:
+    """Dense ranks (ascending from 0) of encrypted values; null cells get null.
+
+    >>> enclave_rank(1, 1, TYPE_INT64, pa.array([], pa.binary()))
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: ranking encrypted cells: the enclave has no such query \
+context (it ended, its session closed, or it never began); begin the query with a fresh \
+enclave package
+    """
+    return _ranks(query_id, cek_id, type_code, OP_RANK, cells)
+
+
+def enclave_group(query_id: int, cek_id: int, type_code: int, cells: Any) -> Any:
+    """Group ids: equal values get equal ids (ascending from 0); null cells get null.
+
+    For an equi-join, pass both sides' cells concatenated and join on the ids.
+
+    >>> enclave_group(1, 1, TYPE_INT64, pa.array([], pa.binary()))
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: ranking encrypted cells: the enclave has no such query \
+context (it ended, its session closed, or it never began); begin the query with a fresh \
+enclave package
+    """
+    return _ranks(query_id, cek_id, type_code, OP_GROUP, cells)
+
+
+def _group_id_vector(group_ids: Any, count: int) -> Any:
+    if isinstance(group_ids, pa.ChunkedArray):
+        group_ids = group_ids.combine_chunks()
+    if isinstance(group_ids, pa.Array):
+        if not pa.types.is_integer(group_ids.type):
+            raise ProgrammingError(f"group ids must be integers, not {group_ids.type}")
+        group_ids = group_ids.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
+    vector = np.ascontiguousarray(np.asarray(group_ids), dtype=np.int64)
+    if vector.ndim != 1 or len(vector) != count:
+        raise ProgrammingError(f"group ids must be one per row ({count}), got {len(vector)}")
+    return vector
+
+
+def _cells_result(count: int, out_data: Any, out_offsets: Any, used: int) -> Any:
+    """A binary array over native output in which an empty entry means null."""
+    lengths = np.diff(out_offsets)
+    nulls = lengths == 0
+    null_count = int(nulls.sum())
+    validity = None if null_count == 0 else pa.py_buffer(np.packbits(~nulls, bitorder="little"))
+    return pa.Array.from_buffers(
+        pa.binary(),
+        count,
+        [validity, pa.py_buffer(out_offsets.astype(np.int32)), pa.py_buffer(out_data[:used])],
+        null_count=null_count,
+    )
+
+
+def enclave_aggregate(
+    query_id: int,
+    cek_id: int,
+    type_code: int,
+    operator: int,
+    cells: Any,
+    group_ids: Any,
+    group_count: int,
+    decimal_scale: int = 0,
+) -> Any:
+    """SUM, AVG, MIN, MAX or COUNT_DISTINCT per group: one fresh randomized cell per group.
+
+    `group_ids` gives each row's group (null or -1: skip the row). A group with no value gets
+    null (COUNT_DISTINCT: an encrypted 0). Overflow raises DataError.
+
+    >>> enclave_aggregate(1, 1, TYPE_INT64, OP_SUM, pa.array([], pa.binary()), [], 0)
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: aggregating encrypted cells: the enclave has no such query \
+context (it ended, its session closed, or it never began); begin the query with a fresh \
+enclave package
+    """
+    args = _operator_args(query_id, cek_id, type_code, operator)
+    rows = _Rows(cells, "cells")
+    groups = _small_arg(group_count, "group_count", _INT32_MAX)
+    scale = _small_arg(decimal_scale, "decimal_scale", 38)
+    ids = _group_id_vector(group_ids, rows.count)
+    lengths = rows.lengths()[rows.valid_mask()]
+    longest = max(17, int(lengths.max()) - _CELL_OVERHEAD if len(lengths) else 17)
+    cell_len = _CELL_OVERHEAD + 16 * (longest // 16 + 1)
+    capacity = groups * cell_len
+    out_data = np.empty(max(capacity, 1), dtype=np.uint8)
+    out_offsets = np.zeros(groups + 1, dtype=np.int64)
+    out_len = _ffi.new("size_t *")
+    status = _lib.ee_enclave_aggregate(
+        _ffi.from_buffer("uint8_t[]", out_data, require_writable=True),
+        capacity,
+        out_len,
+        _ffi.from_buffer("int64_t[]", out_offsets, require_writable=True),
+        groups + 1,
+        *args,
+        b"",
+        0,
+        *rows.c_args(),
+        _ffi.from_buffer("int64_t[]", ids),
+        len(ids),
+        groups,
+        scale,
+    )
+    _raise_for(status, "aggregating encrypted cells")
+    return _cells_result(groups, out_data, out_offsets, int(out_len[0]))
+
+
+def _transform(
+    query_id: int,
+    cek_id: int,
+    type_code: int,
+    operator: int,
+    constant: bytes,
+    rows: _Rows,
+    capacity: int,
+    action: str,
+) -> Any:
+    args = _operator_args(query_id, cek_id, type_code, operator)
+    blob = _bytes_arg(constant, "the operator constant")
+    out_data = np.empty(max(capacity, 1), dtype=np.uint8)
+    out_offsets = np.zeros(rows.count + 1, dtype=np.int64)
+    out_len = _ffi.new("size_t *")
+    status = _lib.ee_enclave_transform(
+        _ffi.from_buffer("uint8_t[]", out_data, require_writable=True),
+        capacity,
+        out_len,
+        _ffi.from_buffer("int64_t[]", out_offsets, require_writable=True),
+        rows.count + 1,
+        *args,
+        blob,
+        len(blob),
+        *rows.c_args(),
+    )
+    _raise_for(status, action)
+    return _build_result(rows, out_data, out_offsets, int(out_len[0]))
+
+
+def enclave_reencrypt(
+    query_id: int, cek_id: int, type_code: int, constant: bytes, cells: Any
+) -> Any:
+    """Re-encrypts cells under another key of the same query (constant: target cek_id, mode).
+
+    >>> enclave_reencrypt(1, 1, TYPE_INT64, b"\\x02\\x00\\x02", pa.array([], pa.binary()))
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: re-encrypting cells: the enclave has no such query \
+context (it ended, its session closed, or it never began); begin the query with a fresh \
+enclave package
+    """
+    rows = _Rows(cells, "cells")
+    capacity = int(rows.lengths()[rows.valid_mask()].sum())
+    return _transform(
+        query_id,
+        cek_id,
+        type_code,
+        OP_REENCRYPT,
+        constant,
+        rows,
+        capacity,
+        "re-encrypting cells",
+    )
+
+
+def enclave_encrypt(
+    query_id: int, cek_id: int, type_code: int, constant: bytes, plaintexts: Any
+) -> Any:
+    """Encrypts normalized plaintexts in the enclave (in-place encryption of a column).
+
+    >>> enclave_encrypt(1, 1, TYPE_INT64, b"", pa.array([], pa.binary()))
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: encrypting cells in the enclave: the enclave has no such \
+query context (it ended, its session closed, or it never began); begin the query with a fresh \
+enclave package
+    """
+    rows = _Rows(plaintexts, "plaintexts")
+    lengths = rows.lengths()[rows.valid_mask()]
+    capacity = int((_CELL_OVERHEAD + 16 * (lengths // 16 + 1)).sum())
+    return _transform(
+        query_id,
+        cek_id,
+        type_code,
+        OP_ENCRYPT,
+        constant,
+        rows,
+        capacity,
+        "encrypting cells in the enclave",
+    )

@@ -13,7 +13,8 @@
  *   - each comment ends with a Leakage: line, the complete list of what a caller learns.
  *
  * Sections: 1. ABI and status codes, 2. CPU and codec selection, 3. column keys,
- * 4. cell codec (client side). The enclave section (sessions, operators) is added after 4.
+ * 4. cell codec (client side), 5. enclave (attestation evidence, sessions, query contexts and
+ * the batch operators over encrypted columns).
  * Change EE_ABI_VERSION whenever anything inside the cdef region changes.
  */
 #ifndef ENCLAVESQL_ENCLAVE_H
@@ -36,7 +37,7 @@ extern "C" {
 
 /* ---- 1. ABI and status codes ------------------------------------------------------------- */
 
-#define EE_ABI_VERSION 1
+#define EE_ABI_VERSION 2
 
 typedef enum ee_status {
     EE_OK = 0,
@@ -48,7 +49,17 @@ typedef enum ee_status {
     EE_ERR_KEY_TABLE_FULL = 6,/* every key slot is in use */
     EE_ERR_UNSUPPORTED = 7,   /* the requested implementation needs CPU features absent here */
     EE_ERR_RANDOM = 8,        /* the random generator failed */
-    EE_ERR_INTERNAL = 9       /* a library call failed: a bug or an exhausted resource */
+    EE_ERR_INTERNAL = 9,      /* a library call failed: a bug or an exhausted resource */
+    EE_ERR_SESSION = 10,      /* no such enclave session, or a package made for another session */
+    EE_ERR_REPLAY = 11,       /* a package counter not above the last accepted one */
+    EE_ERR_PACKAGE = 12,      /* a package that authenticated but is malformed or for another
+                                 statement */
+    EE_ERR_NOT_AUTHORIZED = 13, /* the query's package does not allow this operation */
+    EE_ERR_QUERY = 14,        /* no such query context (never opened, or ended) */
+    EE_ERR_LIMIT = 15,        /* too many sessions, query contexts, keys or list items */
+    EE_ERR_OVERFLOW = 16,     /* an aggregate left the range of its result type */
+    EE_ERR_PLATFORM = 17,     /* the simulated platform key cannot be read or created */
+    EE_ERR_TYPE = 18          /* an unknown type code, or an operator this type does not have */
 } ee_status;
 
 /* Writes EE_ABI_VERSION as compiled into the library.
@@ -148,6 +159,211 @@ EE_MUST_CHECK ee_status ee_cell_decrypt_batch(
     uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
     int64_t *out_offsets, size_t out_offsets_cap, size_t *out_failed_row,
     uint64_t key_id,
+    const int32_t *offsets, size_t offsets_len,
+    const uint8_t *data, size_t data_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count);
+
+/* ---- 5. Enclave -------------------------------------------------------------------------- */
+
+/* Everything below runs "inside" the enclave. Keys it receives live only in enclave-private
+ * query contexts, never in the key table of section 3, so no codec call can reach them. The
+ * enclave answers with booleans, ranks, group ids and ciphertexts, never with plaintext.
+ * Handles (session and query ids) are random 64-bit values, never counters or addresses. */
+
+#define EE_ENCLAVE_SVN 1
+#define EE_MEASUREMENT_LEN 32
+#define EE_NONCE_MIN_LEN 16
+#define EE_NONCE_MAX_LEN 256
+#define EE_ECDH_PUBLIC_LEN 97
+#define EE_STATEMENT_HASH_LEN 32
+#define EE_EVIDENCE_MAX_LEN 1157
+#define EE_MAX_SESSIONS 256
+#define EE_MAX_QUERIES_PER_SESSION 64
+#define EE_MAX_QUERY_KEYS 256
+#define EE_MAX_AUTHORIZATIONS 4096
+#define EE_MAX_IN_ITEMS 65536
+
+/* Operator codes (the enclave package's authorization entries use the same numbers). */
+#define EE_OP_EQ 1
+#define EE_OP_NE 2
+#define EE_OP_LT 3
+#define EE_OP_LE 4
+#define EE_OP_GT 5
+#define EE_OP_GE 6
+#define EE_OP_BETWEEN 7
+#define EE_OP_IN 8
+#define EE_OP_LIKE 9
+#define EE_OP_RANK 10
+#define EE_OP_GROUP 11
+#define EE_OP_SUM 12
+#define EE_OP_AVG 13
+#define EE_OP_MIN 14
+#define EE_OP_MAX 15
+#define EE_OP_COUNT_DISTINCT 16
+#define EE_OP_REENCRYPT 17
+#define EE_OP_ENCRYPT 18
+
+/* Type codes: the normalized plaintext forms of rule v1, with the order the enclave applies
+ * (the order DuckDB gives the plaintext column):
+ *   INT64 8-byte signed LE; FLOAT32/FLOAT64 IEEE LE, -inf < ... < +inf < NaN, every NaN equal,
+ *   -0.0 == 0.0; DECIMAL sign byte (1 non-negative, 0 negative) + LE magnitude of any length,
+ *   one scale per column; DATE 3-byte LE days; TIME 5-byte LE ticks; DATETIME2 time(5) ||
+ *   date(3), by date then time; DATETIMEOFFSET UTC time(5) || UTC date(3) || i16 offset, by
+ *   UTC date then time, offset ignored; UTF8 byte order (= code point order); UTF16LE code
+ *   point order (surrogate pairs decoded); BYTES byte order, a prefix first; GUID .NET byte
+ *   order in the cell, ordered by the canonical big-endian bytes as DuckDB orders UUIDs. */
+#define EE_TYPE_INT64 1
+#define EE_TYPE_FLOAT32 2
+#define EE_TYPE_FLOAT64 3
+#define EE_TYPE_DECIMAL 4
+#define EE_TYPE_DATE 5
+#define EE_TYPE_TIME 6
+#define EE_TYPE_DATETIME2 7
+#define EE_TYPE_DATETIMEOFFSET 8
+#define EE_TYPE_UTF8 9
+#define EE_TYPE_UTF16LE 10
+#define EE_TYPE_BYTES 11
+#define EE_TYPE_GUID 12
+
+/* Results of ee_enclave_compare, one byte per row. */
+#define EE_FALSE 0
+#define EE_TRUE 1
+#define EE_NULL 2
+
+/* Writes the enclave's measurement, security version and debug flag. The measurement is the
+ * SHA-256 of the bytes of the loaded shared object (or executable) that contains the enclave
+ * code, found with dladdr() on an enclave function and read from disk once per process; svn is
+ * EE_ENCLAVE_SVN; debug is 1 only in builds compiled with -DEE_ENCLAVE_DEBUG=1.
+ * Leakage: none (all three are public and go into every evidence). */
+EE_MUST_CHECK ee_status ee_enclave_info(uint8_t out_measurement[32], uint32_t *out_svn,
+                                        int32_t *out_debug);
+
+/* Opens a session: makes (once per process) the ECDSA P-384 identity key and (per session) an
+ * ephemeral ECDH P-384 key, derives session_key = SHA-256(ECDH(enclave, client).x) at once,
+ * and writes evidence format v1 of docs/attestation.md, signed by the simulated platform key
+ * `<platform_dir>/platform_key.pem` (created 0600 with platform_key.pub.pem when absent).
+ * nonce is 16..256 bytes; client_ecdh_public is the 97-byte uncompressed P-384 point; the
+ * evidence needs at most EE_EVIDENCE_MAX_LEN bytes. A point off the curve is EE_ERR_ARGUMENT,
+ * an unusable platform key EE_ERR_PLATFORM, a full session table EE_ERR_LIMIT.
+ * Leakage: the evidence (public by design) and the random session id.
+ */
+EE_MUST_CHECK ee_status ee_enclave_open_session(
+    uint8_t *out_evidence, size_t out_evidence_cap, size_t *out_evidence_len,
+    uint64_t *out_session_id,
+    const uint8_t *nonce, size_t nonce_len,
+    const uint8_t *client_ecdh_public, size_t client_ecdh_public_len,
+    const uint8_t *platform_dir, size_t platform_dir_len);
+
+/* Closes a session: wipes its session key and every query context it opened.
+ * Leakage: whether the id named a live session. */
+EE_MUST_CHECK ee_status ee_enclave_close_session(uint64_t session_id);
+
+/* Opens a query context from an enclave package (spec 5.6, extended):
+ *   package   = u64 LE session id || cell(root key = session key, randomized, keys_blob)
+ *   keys_blob = 16 random bytes || i64 LE counter || SHA-256(UTF-16LE(statement)) (32)
+ *               || u16 LE key_count || key_count x (u32 LE database_id || 8-byte
+ *                  cek_md_version || u16 LE cek_id || 32-byte CEK)
+ *               || u16 LE authorization_count || authorization_count x (u16 LE cek_id
+ *                  || u8 operator || u8 type_code || 32-byte SHA-256(constant blob))
+ *   and nothing after it. At most EE_MAX_QUERY_KEYS keys and EE_MAX_AUTHORIZATIONS entries.
+ * Checks, in order: the session exists and the package names it (EE_ERR_SESSION); the cell
+ * authenticates (EE_ERR_AUTH; nothing inside is parsed before); the blob's structure
+ * (EE_ERR_PACKAGE); its counter is above the last accepted one (EE_ERR_REPLAY); its statement
+ * hash equals statement_hash (EE_ERR_PACKAGE). Only then is the counter advanced and the context
+ * made, holding the package's CEKs and authorizations. At most EE_MAX_QUERIES_PER_SESSION open
+ * contexts per session (EE_ERR_LIMIT).
+ * Leakage: which check failed, and the random query id.
+ */
+EE_MUST_CHECK ee_status ee_enclave_begin_query(uint64_t *out_query_id, uint64_t session_id,
+                                               const uint8_t *package, size_t package_len,
+                                               const uint8_t *statement_hash,
+                                               size_t statement_hash_len);
+
+/* Wipes and frees a query context. An unknown or ended id gives EE_ERR_QUERY.
+ * Leakage: whether the id named a live query context. */
+EE_MUST_CHECK ee_status ee_enclave_end_query(uint64_t query_id);
+
+/* Operators. Every call names the query context, the CEK (cek_id of the package), the type code,
+ * the operator and its constant blob, and first checks that the package authorized exactly
+ * (cek_id, op, type_code, SHA-256(constant)); otherwise EE_ERR_NOT_AUTHORIZED, before any cell
+ * is read. Cells come in Arrow binary layout (as in section 4). Every cell, the constant's
+ * included, is verified before it is decrypted; any bad cell, or a decrypted value of the wrong
+ * length for its type, gives EE_ERR_AUTH. Decrypted values live in enclave scratch memory that
+ * is wiped before the call returns. */
+
+/* EE_OP_EQ..EE_OP_GE, EE_OP_BETWEEN, EE_OP_IN, EE_OP_LIKE: writes one byte per row into out
+ * (out_cap >= count): EE_TRUE, EE_FALSE, or EE_NULL where a cell is null. For EQ..GE an empty
+ * constant compares the column with the `right` cells row by row (right_count == count);
+ * otherwise the right_* buffers must be NULL/0. LIKE is only for EE_TYPE_UTF8/UTF16LE
+ * (EE_ERR_TYPE otherwise) and matches % and _ over code points, with an optional escape.
+ * Leakage: the result bytes, the lengths and null positions given.
+ */
+EE_MUST_CHECK ee_status ee_enclave_compare(
+    uint8_t *out, size_t out_cap,
+    uint64_t query_id, uint16_t cek_id, int32_t type_code, int32_t op,
+    const uint8_t *constant, size_t constant_len,
+    const int32_t *offsets, size_t offsets_len,
+    const uint8_t *data, size_t data_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count,
+    const int32_t *right_offsets, size_t right_offsets_len,
+    const uint8_t *right_data, size_t right_data_len,
+    const uint8_t *right_validity, size_t right_validity_len, size_t right_validity_bit_offset,
+    size_t right_count);
+
+/* EE_OP_RANK and EE_OP_GROUP (empty constant): writes one int64 per row into out
+ * (out_cap >= count): the dense rank of the row's value in ascending order from 0 (equal values,
+ * equal ids), or -1 for a null cell. GROUP gives the same numbers; it exists so a client can
+ * allow grouping and joins without allowing ORDER BY.
+ * Leakage: the ranks (hence the order and equality of the values), lengths and null positions.
+ */
+EE_MUST_CHECK ee_status ee_enclave_rank(
+    int64_t *out, size_t out_cap,
+    uint64_t query_id, uint16_t cek_id, int32_t type_code, int32_t op,
+    const uint8_t *constant, size_t constant_len,
+    const int32_t *offsets, size_t offsets_len,
+    const uint8_t *data, size_t data_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count);
+
+/* EE_OP_SUM, AVG, MIN, MAX, COUNT_DISTINCT (empty constant): group_ids holds one int64 per row
+ * (-1: skip the row; otherwise below group_count). Writes one randomized cell per group under the
+ * same CEK in Arrow layout (out_offsets: group_count + 1 int64 offsets); a group without a
+ * non-null value gets an empty entry (a null), except COUNT_DISTINCT, which encrypts 0. Result
+ * forms: SUM of INT64 or DECIMAL is DECIMAL (sign byte + 16-byte magnitude, at decimal_scale for
+ * DECIMAL, scale 0 for INT64), |sum| >= 10^38 is EE_ERR_OVERFLOW; SUM of FLOAT32/FLOAT64 and every
+ * AVG is FLOAT64 (AVG of DECIMAL divides by 10^decimal_scale); MIN and MAX are the input form,
+ * freshly encrypted; COUNT_DISTINCT is INT64. Other types give EE_ERR_TYPE for SUM and AVG.
+ * out_data_cap must hold group_count cells of max(17, longest plaintext) bytes.
+ * Leakage: which groups are empty (for all but COUNT_DISTINCT), whether an overflow happened,
+ * the lengths of MIN/MAX results, and the lengths and null positions given.
+ */
+EE_MUST_CHECK ee_status ee_enclave_aggregate(
+    uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
+    int64_t *out_offsets, size_t out_offsets_cap,
+    uint64_t query_id, uint16_t cek_id, int32_t type_code, int32_t op,
+    const uint8_t *constant, size_t constant_len,
+    const int32_t *offsets, size_t offsets_len,
+    const uint8_t *data, size_t data_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count,
+    const int64_t *group_ids, size_t group_ids_len, size_t group_count, int32_t decimal_scale);
+
+/* EE_OP_REENCRYPT and EE_OP_ENCRYPT: one cell per row, in Arrow layout like
+ * ee_cell_encrypt_batch (nulls stay empty entries). REENCRYPT's constant is u16 LE target cek_id
+ * || u8 mode (1 deterministic, 2 randomized); the target key must also be authorized for
+ * (target, EE_OP_ENCRYPT, type_code, empty constant). ENCRYPT takes normalized plaintexts (a
+ * plaintext column being encrypted in place) and a constant that is empty (randomized) or one
+ * mode byte; a plaintext of the wrong length for its type is EE_ERR_ARGUMENT.
+ * out_data_cap must hold every output cell (REENCRYPT: at most the input cell's length).
+ * Leakage: the lengths and null positions given; for deterministic output, equality of values.
+ */
+EE_MUST_CHECK ee_status ee_enclave_transform(
+    uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
+    int64_t *out_offsets, size_t out_offsets_cap,
+    uint64_t query_id, uint16_t cek_id, int32_t type_code, int32_t op,
+    const uint8_t *constant, size_t constant_len,
     const int32_t *offsets, size_t offsets_len,
     const uint8_t *data, size_t data_len,
     const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,

@@ -33,6 +33,22 @@ int32_t ee_impl_active(void) {
     return impl;
 }
 
+ee_status ee_encrypt_rows_any(const ee_cell_keys *keys, const ee_rows *rows, const uint8_t *ivs,
+                              uint8_t *out_data, int64_t *out_offsets) {
+    if (ee_impl_active() == EE_IMPL_FAST && keys->fast_ready) {
+        return ee_fast_encrypt_rows(keys, rows, ivs, out_data, out_offsets);
+    }
+    return ee_portable_encrypt_rows(keys, rows, ivs, out_data, out_offsets);
+}
+
+ee_status ee_decrypt_rows_any(const ee_cell_keys *keys, const ee_rows *rows, uint8_t *out_data,
+                              size_t out_data_cap, int64_t *out_offsets, size_t *failed_row) {
+    if (ee_impl_active() == EE_IMPL_FAST && keys->fast_ready) {
+        return ee_fast_decrypt_rows(keys, rows, out_data, out_data_cap, out_offsets, failed_row);
+    }
+    return ee_portable_decrypt_rows(keys, rows, out_data, out_data_cap, out_offsets, failed_row);
+}
+
 ee_status ee_abi_version(uint32_t *out_version) {
     if (out_version == NULL) {
         return EE_ERR_ARGUMENT;

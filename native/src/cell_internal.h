@@ -81,6 +81,10 @@ static inline int ee_pkcs7_check(const uint8_t last_block[16], size_t *pad_len) 
 /* Wipes memory in a way the compiler may not elide (OPENSSL_cleanse). */
 void ee_wipe(void *ptr, size_t len);
 
+/* Derives and precomputes a root key's cell keys into *out, outside any table (the enclave keeps
+ * its keys in its own query contexts). *out is zeroed first; the caller wipes it. */
+ee_status ee_keys_prepare(ee_cell_keys *out, const uint8_t root_key[32]);
+
 /* Key table (cell_keys.c). Copies a live key into *out under the table lock. */
 ee_status ee_key_snapshot(uint64_t key_id, ee_cell_keys *out);
 
@@ -107,6 +111,12 @@ ee_status ee_fast_encrypt_rows(const ee_cell_keys *keys, const ee_rows *rows, co
                                uint8_t *out_data, int64_t *out_offsets);
 ee_status ee_fast_decrypt_rows(const ee_cell_keys *keys, const ee_rows *rows, uint8_t *out_data,
                                size_t out_data_cap, int64_t *out_offsets, size_t *failed_row);
+
+/* The active implementation's row functions (cell_batch.c); same contracts as above. */
+ee_status ee_encrypt_rows_any(const ee_cell_keys *keys, const ee_rows *rows, const uint8_t *ivs,
+                              uint8_t *out_data, int64_t *out_offsets);
+ee_status ee_decrypt_rows_any(const ee_cell_keys *keys, const ee_rows *rows, uint8_t *out_data,
+                              size_t out_data_cap, int64_t *out_offsets, size_t *failed_row);
 
 #ifdef EE_TESTING
 /* Test-only: the raw bytes of key slot `slot` (live or freed), to check that freeing wipes it. */

@@ -75,6 +75,23 @@ ee_status ee_key_derive(uint8_t *out, size_t out_cap, size_t *out_len, const uin
     return status;
 }
 
+ee_status ee_keys_prepare(ee_cell_keys *out, const uint8_t root_key[32]) {
+    uint8_t derived[96];
+    memset(out, 0, sizeof *out);
+    ee_status status = derive(root_key, derived);
+    if (status == EE_OK) {
+        memcpy(out->enc_key, derived, 32);
+        memcpy(out->mac_key, derived + 32, 32);
+        memcpy(out->iv_key, derived + 64, 32);
+        ee_portable_prepare(out);
+        if (ee_cpu_fast_supported()) {
+            ee_fast_prepare(out);
+        }
+    }
+    ee_wipe(derived, sizeof derived);
+    return status;
+}
+
 static uint64_t make_id(size_t slot, uint64_t generation) {
     return (generation << 16) | (uint64_t)(slot + 1);
 }
@@ -101,18 +118,9 @@ ee_status ee_key_load(uint64_t *out_key_id, const uint8_t *root_key, size_t root
     }
     /* Build the key outside the lock (derivation and schedules take microseconds), then copy. */
     ee_cell_keys fresh;
-    uint8_t derived[96];
-    memset(&fresh, 0, sizeof fresh);
-    ee_status status = derive(root_key, derived);
+    ee_status status = ee_keys_prepare(&fresh, root_key);
     if (status != EE_OK) {
         goto done;
-    }
-    memcpy(fresh.enc_key, derived, 32);
-    memcpy(fresh.mac_key, derived + 32, 32);
-    memcpy(fresh.iv_key, derived + 64, 32);
-    ee_portable_prepare(&fresh);
-    if (ee_cpu_fast_supported()) {
-        ee_fast_prepare(&fresh);
     }
 
     status = EE_ERR_KEY_TABLE_FULL;
@@ -139,7 +147,6 @@ ee_status ee_key_load(uint64_t *out_key_id, const uint8_t *root_key, size_t root
     pthread_mutex_unlock(&table_lock);
 done:
     ee_wipe(&fresh, sizeof fresh);
-    ee_wipe(derived, sizeof derived);
     return status;
 }
 

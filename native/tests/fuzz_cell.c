@@ -13,7 +13,7 @@
 #define MAX_ROWS 12
 #define MAX_DATA 2048
 
-static int legal_status(ee_status s) { return s >= EE_OK && s <= EE_ERR_INTERNAL; }
+static int legal_status(ee_status s) { return s >= EE_OK && s <= EE_ERR_TYPE; }
 
 static void fuzz_once(uint64_t key, uint64_t stale_key) {
     uint8_t pt[MAX_DATA], cells[MAX_DATA * 2], plain[MAX_DATA * 2];

@@ -1,0 +1,704 @@
+/* enclave_ops.c: the batch operators of the enclave (section 5 of enclave.h).
+ *
+ * Each call copies its constant in, checks the query's authorization for exactly that constant,
+ * then copies the cells in chunk by chunk, verifies and decrypts them into wiped scratch memory,
+ * and answers with bytes, ranks or fresh ciphertexts. It must never return, log or keep a
+ * decrypted value, and never re-emit an input cell's bytes as a result.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "enclave_internal.h"
+
+/* Rows per decrypt chunk: enough to amortize the call, small enough to stay in cache. */
+#define CHUNK_ROWS 1024
+
+typedef __int128 i128;
+typedef unsigned __int128 u128;
+
+static uint32_t get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
+/* A private copy of the host's constant blob: what is hashed for the authorization check is
+ * exactly what is parsed afterwards. */
+static ee_status copy_constant(uint8_t **out, const uint8_t *constant, size_t constant_len) {
+    if (constant == NULL && constant_len > 0) return EE_ERR_ARGUMENT;
+    *out = malloc(constant_len > 0 ? constant_len : 1);
+    if (*out == NULL) return EE_ERR_INTERNAL;
+    if (constant_len > 0) memcpy(*out, constant, constant_len);
+    return EE_OK;
+}
+
+/* Reads `count` (u32 LE length || cell) items from blob[at..len) into `compact` (the cells
+ * without their length prefixes, len bytes of room) and an ee_input over it (offsets has
+ * count + 1 entries). 0 unless the items fill the blob exactly. */
+static int prefixed_items(const uint8_t *blob, size_t len, size_t at, size_t count,
+                          uint8_t *compact, int32_t *offsets, ee_input *items) {
+    if (len > (size_t)INT32_MAX || at > len) return 0;
+    size_t pos = at, used = 0;
+    offsets[0] = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (len - pos < 4) return 0;
+        size_t item_len = get_u32(blob + pos);
+        pos += 4;
+        if (item_len == 0 || len - pos < item_len) return 0;
+        memcpy(compact + used, blob + pos, item_len);
+        pos += item_len;
+        used += item_len;
+        offsets[i + 1] = (int32_t)used;
+    }
+    if (pos != len) return 0;
+    *items = (ee_input){offsets, count + 1, compact, used, NULL, 0, 0, count};
+    return 1;
+}
+
+/* ---- Comparison, BETWEEN, IN, LIKE ----------------------------------------------------------- */
+
+typedef struct value_ref {
+    int32_t type_code;
+    const ee_plain *plain;
+} value_ref;
+
+static int compare_plain_rows(const void *ctx, uint32_t a, uint32_t b) {
+    const value_ref *ref = ctx;
+    size_t a_len, b_len;
+    const uint8_t *va = ee_plain_value(ref->plain, a, &a_len);
+    const uint8_t *vb = ee_plain_value(ref->plain, b, &b_len);
+    return ee_value_compare(ref->type_code, va, a_len, vb, b_len);
+}
+
+static uint8_t holds(int32_t op, int c) {
+    switch (op) {
+    case EE_OP_EQ: return c == 0;
+    case EE_OP_NE: return c != 0;
+    case EE_OP_LT: return c < 0;
+    case EE_OP_LE: return c <= 0;
+    case EE_OP_GT: return c > 0;
+    default: return c >= 0; /* EE_OP_GE */
+    }
+}
+
+/* IN: binary search over the sorted list items. */
+static uint8_t in_list(int32_t type_code, const ee_plain *items, const uint32_t *sorted,
+                       const uint8_t *value, size_t len) {
+    size_t lo = 0, hi = items->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        size_t item_len;
+        const uint8_t *item = ee_plain_value(items, sorted[mid], &item_len);
+        int c = ee_value_compare(type_code, value, len, item, item_len);
+        if (c == 0) return 1;
+        if (c < 0) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    return 0;
+}
+
+ee_status ee_enclave_compare(uint8_t *out, size_t out_cap, uint64_t query_id, uint16_t cek_id,
+                             int32_t type_code, int32_t op, const uint8_t *constant,
+                             size_t constant_len, const int32_t *offsets, size_t offsets_len,
+                             const uint8_t *data, size_t data_len, const uint8_t *validity,
+                             size_t validity_len, size_t validity_bit_offset, size_t count,
+                             const int32_t *right_offsets, size_t right_offsets_len,
+                             const uint8_t *right_data, size_t right_data_len,
+                             const uint8_t *right_validity, size_t right_validity_len,
+                             size_t right_validity_bit_offset, size_t right_count) {
+    ee_status status;
+    ee_cell_keys keys;
+    uint8_t *blob = NULL, *compact = NULL;
+    int32_t *item_offsets = NULL;
+    uint32_t *sorted = NULL, *tmp = NULL, *pattern = NULL, *text = NULL;
+    size_t pattern_cap = 0, text_cap = 0, pattern_len = 0;
+    ee_plain left, right, items;
+    ee_plain_init(&left);
+    ee_plain_init(&right);
+    ee_plain_init(&items);
+    memset(&keys, 0, sizeof keys);
+    ee_input in = {offsets, offsets_len, data, data_len, validity, validity_len,
+                   validity_bit_offset, count};
+    ee_input right_in = {right_offsets, right_offsets_len, right_data, right_data_len,
+                         right_validity, right_validity_len, right_validity_bit_offset,
+                         right_count};
+
+    if ((out == NULL && out_cap > 0) || op < EE_OP_EQ || op > EE_OP_LIKE) {
+        return EE_ERR_ARGUMENT;
+    }
+    status = copy_constant(&blob, constant, constant_len);
+    if (status != EE_OK) goto done;
+    status = ee_query_key(&keys, query_id, cek_id, op, type_code, blob, constant_len);
+    if (status != EE_OK) goto done;
+    if (op == EE_OP_LIKE && type_code != EE_TYPE_UTF8 && type_code != EE_TYPE_UTF16LE) {
+        status = EE_ERR_TYPE;
+        goto done;
+    }
+    status = ee_input_check(&in);
+    if (status != EE_OK) goto done;
+    if (out_cap < count) {
+        status = EE_ERR_CAPACITY;
+        goto done;
+    }
+    int column_pair = op <= EE_OP_GE && constant_len == 0;
+    if (column_pair) {
+        status = ee_input_check(&right_in);
+        if (status == EE_OK && right_count != count) status = EE_ERR_ARGUMENT;
+    } else if (right_offsets != NULL || right_count != 0) {
+        status = EE_ERR_ARGUMENT;
+    }
+    if (status != EE_OK) goto done;
+
+    /* The constant's cells: one comparand, two bounds, the IN list, or the LIKE pattern. */
+    if (!column_pair) {
+        size_t n = 1, at = 0;
+        ee_input item_in;
+        if (op == EE_OP_BETWEEN) {
+            n = 2;
+        } else if (op == EE_OP_IN) {
+            n = constant_len >= 4 ? get_u32(blob) : 0;
+            at = 4;
+            if (n > EE_MAX_IN_ITEMS) {
+                status = EE_ERR_LIMIT;
+                goto done;
+            }
+        } else if (op == EE_OP_LIKE) {
+            at = 4;
+        }
+        item_offsets = malloc((n + 1) * sizeof *item_offsets);
+        compact = malloc(constant_len + 1);
+        if (item_offsets == NULL || compact == NULL) {
+            status = EE_ERR_INTERNAL;
+            goto done;
+        }
+        int parsed;
+        if (op <= EE_OP_GE) {
+            /* A bare cell: one item spanning the whole blob. */
+            item_offsets[0] = 0;
+            item_offsets[1] = (int32_t)constant_len;
+            item_in = (ee_input){item_offsets, 2, blob, constant_len, NULL, 0, 0, 1};
+            parsed = constant_len <= (size_t)INT32_MAX;
+        } else if (op == EE_OP_LIKE) {
+            parsed = constant_len > 4 && constant_len <= (size_t)INT32_MAX;
+            item_offsets[0] = 4;
+            item_offsets[1] = (int32_t)constant_len;
+            item_in = (ee_input){item_offsets, 2, blob, constant_len, NULL, 0, 0, 1};
+        } else {
+            parsed = n > 0 &&
+                     prefixed_items(blob, constant_len, at, n, compact, item_offsets, &item_in);
+        }
+        if (!parsed) {
+            status = EE_ERR_ARGUMENT;
+            goto done;
+        }
+        status = ee_plain_load(&items, &keys, type_code, &item_in, 0, n);
+        if (status != EE_OK) goto done;
+        if (op == EE_OP_IN) {
+            sorted = malloc(n * sizeof *sorted);
+            tmp = malloc(n * sizeof *tmp);
+            if (sorted == NULL || tmp == NULL) {
+                status = EE_ERR_INTERNAL;
+                goto done;
+            }
+            for (size_t i = 0; i < n; i++) sorted[i] = (uint32_t)i;
+            value_ref ref = {type_code, &items};
+            ee_sort_indexes(sorted, tmp, n, compare_plain_rows, &ref);
+        } else if (op == EE_OP_LIKE) {
+            size_t len;
+            const uint8_t *value = ee_plain_value(&items, 0, &len);
+            pattern_cap = (len + 1) * sizeof *pattern;
+            pattern = ee_secret_alloc(pattern_cap);
+            if (pattern == NULL) {
+                status = EE_ERR_INTERNAL;
+                goto done;
+            }
+            pattern_len = ee_code_points(type_code, value, len, pattern);
+            if (!ee_like_compile(pattern, &pattern_len, get_u32(blob))) {
+                status = EE_ERR_ARGUMENT;
+                goto done;
+            }
+        }
+    }
+
+    for (size_t start = 0; start < count; start += CHUNK_ROWS) {
+        size_t n = count - start < CHUNK_ROWS ? count - start : CHUNK_ROWS;
+        status = ee_plain_load(&left, &keys, type_code, &in, start, n);
+        if (status == EE_OK && column_pair) {
+            status = ee_plain_load(&right, &keys, type_code, &right_in, start, n);
+        }
+        if (status != EE_OK) goto done;
+        if (op == EE_OP_LIKE && (left.longest + 1) * sizeof *text > text_cap) {
+            ee_secret_free(text, text_cap);
+            text_cap = (left.longest + 1) * sizeof *text;
+            text = ee_secret_alloc(text_cap);
+            if (text == NULL) {
+                status = EE_ERR_INTERNAL;
+                goto done;
+            }
+        }
+        uint8_t *result = out + start;
+        for (size_t i = 0; i < n; i++) {
+            if (!left.valid[i] || (column_pair && !right.valid[i])) {
+                result[i] = EE_NULL;
+                continue;
+            }
+            size_t len;
+            const uint8_t *value = ee_plain_value(&left, i, &len);
+            if (column_pair) {
+                size_t other_len;
+                const uint8_t *other = ee_plain_value(&right, i, &other_len);
+                result[i] = holds(op, ee_value_compare(type_code, value, len, other, other_len));
+            } else if (op <= EE_OP_GE) {
+                size_t c_len;
+                const uint8_t *c = ee_plain_value(&items, 0, &c_len);
+                result[i] = holds(op, ee_value_compare(type_code, value, len, c, c_len));
+            } else if (op == EE_OP_BETWEEN) {
+                size_t lo_len, hi_len;
+                const uint8_t *lo = ee_plain_value(&items, 0, &lo_len);
+                const uint8_t *hi = ee_plain_value(&items, 1, &hi_len);
+                result[i] = ee_value_compare(type_code, value, len, lo, lo_len) >= 0 &&
+                            ee_value_compare(type_code, value, len, hi, hi_len) <= 0;
+            } else if (op == EE_OP_IN) {
+                result[i] = in_list(type_code, &items, sorted, value, len);
+            } else {
+                size_t text_len = ee_code_points(type_code, value, len, text);
+                result[i] = (uint8_t)ee_like_match(pattern, pattern_len, text, text_len);
+            }
+        }
+    }
+    status = EE_OK;
+done:
+    if (status != EE_OK && out != NULL) memset(out, 0, out_cap < count ? out_cap : count);
+    ee_wipe(&keys, sizeof keys);
+    ee_plain_free(&left);
+    ee_plain_free(&right);
+    ee_plain_free(&items);
+    ee_secret_free(pattern, pattern_cap);
+    ee_secret_free(text, text_cap);
+    free(sorted);
+    free(tmp);
+    free(item_offsets);
+    free(compact);
+    free(blob);
+    return status;
+}
+
+/* ---- RANK and GROUP -------------------------------------------------------------------------- */
+
+/* Loads a whole input (one chunk) for the operators that need every value at once. */
+static ee_status load_all(ee_plain *plain, const ee_cell_keys *keys, int32_t type_code,
+                          const ee_input *in) {
+    return ee_plain_load(plain, keys, type_code, in, 0, in->count);
+}
+
+ee_status ee_enclave_rank(int64_t *out, size_t out_cap, uint64_t query_id, uint16_t cek_id,
+                          int32_t type_code, int32_t op, const uint8_t *constant,
+                          size_t constant_len, const int32_t *offsets, size_t offsets_len,
+                          const uint8_t *data, size_t data_len, const uint8_t *validity,
+                          size_t validity_len, size_t validity_bit_offset, size_t count) {
+    ee_status status;
+    ee_cell_keys keys;
+    uint8_t *blob = NULL;
+    uint32_t *order = NULL, *tmp = NULL;
+    ee_plain plain;
+    ee_plain_init(&plain);
+    memset(&keys, 0, sizeof keys);
+    ee_input in = {offsets, offsets_len, data, data_len, validity, validity_len,
+                   validity_bit_offset, count};
+
+    if ((out == NULL && out_cap > 0) || (op != EE_OP_RANK && op != EE_OP_GROUP)) {
+        return EE_ERR_ARGUMENT;
+    }
+    status = copy_constant(&blob, constant, constant_len);
+    if (status != EE_OK) goto done;
+    status = ee_query_key(&keys, query_id, cek_id, op, type_code, blob, constant_len);
+    if (status != EE_OK) goto done;
+    status = ee_input_check(&in);
+    if (status != EE_OK) goto done;
+    if (out_cap < count) {
+        status = EE_ERR_CAPACITY;
+        goto done;
+    }
+    status = load_all(&plain, &keys, type_code, &in);
+    if (status != EE_OK) goto done;
+    order = malloc((count + 1) * sizeof *order);
+    tmp = malloc((count + 1) * sizeof *tmp);
+    if (order == NULL || tmp == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++) {
+        out[i] = -1;
+        if (plain.valid[i]) order[n++] = (uint32_t)i;
+    }
+    value_ref ref = {type_code, &plain};
+    ee_sort_indexes(order, tmp, n, compare_plain_rows, &ref);
+    int64_t rank = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (k > 0 && compare_plain_rows(&ref, order[k - 1], order[k]) != 0) rank++;
+        out[order[k]] = rank;
+    }
+    status = EE_OK;
+done:
+    if (status != EE_OK && out != NULL) memset(out, 0, (out_cap < count ? out_cap : count) * 8);
+    ee_wipe(&keys, sizeof keys);
+    ee_plain_free(&plain);
+    free(order);
+    free(tmp);
+    free(blob);
+    return status;
+}
+
+/* ---- Aggregates ------------------------------------------------------------------------------ */
+
+typedef struct group_state {
+    i128 sum;
+    double float_sum;
+    int64_t count;
+    int64_t best; /* MIN/MAX: the row holding the best value so far, -1 for none */
+} group_state;
+
+static u128 ten_to(int exponent) {
+    u128 v = 1;
+    for (int i = 0; i < exponent; i++) v *= 10;
+    return v;
+}
+
+/* A DECIMAL value as a signed 128-bit integer; 0 when |value| >= 10^38, which no DECIMAL(38)
+ * can hold. */
+static int decimal_value(const uint8_t *value, size_t len, i128 *out) {
+    size_t m = len - 1;
+    while (m > 0 && value[m] == 0) m--; /* value[1..m] is the magnitude without high zeros */
+    if (m > 16) return 0;
+    u128 magnitude = 0;
+    for (size_t i = m; i >= 1; i--) magnitude = (magnitude << 8) | value[i];
+    if (magnitude >= ten_to(38)) return 0;
+    *out = value[0] == 1 ? (i128)magnitude : -(i128)magnitude;
+    return 1;
+}
+
+static int64_t read_i64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return (int64_t)v;
+}
+
+static double read_f64(const uint8_t *p, size_t len) {
+    uint64_t bits = 0;
+    for (size_t i = len; i > 0; i--) bits = (bits << 8) | p[i - 1];
+    if (len == 4) {
+        uint32_t b32 = (uint32_t)bits;
+        float f;
+        memcpy(&f, &b32, 4);
+        return (double)f;
+    }
+    double d;
+    memcpy(&d, &bits, 8);
+    return d;
+}
+
+static void put_le(uint8_t *p, u128 v, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static void put_f64(uint8_t *p, double d) {
+    uint64_t bits;
+    memcpy(&bits, &d, 8);
+    put_le(p, bits, 8);
+}
+
+typedef struct group_ref {
+    int32_t type_code;
+    const ee_plain *plain;
+    const int64_t *group_ids;
+} group_ref;
+
+static int compare_group_rows(const void *ctx, uint32_t a, uint32_t b) {
+    const group_ref *ref = ctx;
+    int64_t ga = ref->group_ids[a], gb = ref->group_ids[b];
+    if (ga != gb) return ga < gb ? -1 : 1;
+    value_ref values = {ref->type_code, ref->plain};
+    return compare_plain_rows(&values, a, b);
+}
+
+ee_status ee_enclave_aggregate(uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
+                               int64_t *out_offsets, size_t out_offsets_cap, uint64_t query_id,
+                               uint16_t cek_id, int32_t type_code, int32_t op,
+                               const uint8_t *constant, size_t constant_len,
+                               const int32_t *offsets, size_t offsets_len, const uint8_t *data,
+                               size_t data_len, const uint8_t *validity, size_t validity_len,
+                               size_t validity_bit_offset, size_t count,
+                               const int64_t *group_ids, size_t group_ids_len,
+                               size_t group_count, int32_t decimal_scale) {
+    ee_status status;
+    ee_cell_keys keys;
+    uint8_t *blob = NULL, *results = NULL, *result_valid = NULL;
+    int64_t *ids = NULL, *result_offsets = NULL;
+    uint32_t *order = NULL, *tmp = NULL;
+    group_state *groups = NULL;
+    size_t results_cap = 0, groups_cap = 0;
+    ee_plain plain;
+    ee_plain_init(&plain);
+    memset(&keys, 0, sizeof keys);
+    ee_input in = {offsets, offsets_len, data, data_len, validity, validity_len,
+                   validity_bit_offset, count};
+
+    if (out_data_len == NULL || out_offsets == NULL || (out_data == NULL && out_data_cap > 0) ||
+        op < EE_OP_SUM || op > EE_OP_COUNT_DISTINCT) {
+        return EE_ERR_ARGUMENT;
+    }
+    status = copy_constant(&blob, constant, constant_len);
+    if (status != EE_OK) goto done;
+    status = ee_query_key(&keys, query_id, cek_id, op, type_code, blob, constant_len);
+    if (status != EE_OK) goto done;
+    int numeric = type_code == EE_TYPE_INT64 || type_code == EE_TYPE_FLOAT32 ||
+                  type_code == EE_TYPE_FLOAT64 || type_code == EE_TYPE_DECIMAL;
+    if ((op == EE_OP_SUM || op == EE_OP_AVG) && !numeric) {
+        status = EE_ERR_TYPE;
+        goto done;
+    }
+    status = ee_input_check(&in);
+    if (status == EE_OK &&
+        (group_ids == NULL || group_ids_len != count || group_count > (size_t)INT32_MAX ||
+         decimal_scale < 0 || decimal_scale > 38)) {
+        status = EE_ERR_ARGUMENT;
+    }
+    if (status != EE_OK) goto done;
+    if (out_offsets_cap < group_count + 1) {
+        status = EE_ERR_CAPACITY;
+        goto done;
+    }
+    /* Copy the group ids in, then check them. */
+    ids = malloc((count + 1) * sizeof *ids);
+    if (ids == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    if (count > 0) memcpy(ids, group_ids, count * sizeof *ids);
+    for (size_t i = 0; i < count; i++) {
+        if (ids[i] < -1 || (ids[i] >= 0 && (size_t)ids[i] >= group_count)) {
+            status = EE_ERR_ARGUMENT;
+            goto done;
+        }
+    }
+    status = load_all(&plain, &keys, type_code, &in);
+    if (status != EE_OK) goto done;
+
+    groups_cap = (group_count + 1) * sizeof *groups;
+    groups = ee_secret_alloc(groups_cap);
+    size_t result_width = plain.longest > 17 ? plain.longest : 17;
+    results_cap = (group_count + 1) * result_width;
+    results = ee_secret_alloc(results_cap);
+    result_offsets = malloc((group_count + 1) * sizeof *result_offsets);
+    result_valid = malloc(group_count + 1);
+    if (groups == NULL || results == NULL || result_offsets == NULL || result_valid == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    for (size_t g = 0; g < group_count; g++) groups[g].best = -1;
+
+    if (op == EE_OP_COUNT_DISTINCT) {
+        order = malloc((count + 1) * sizeof *order);
+        tmp = malloc((count + 1) * sizeof *tmp);
+        if (order == NULL || tmp == NULL) {
+            status = EE_ERR_INTERNAL;
+            goto done;
+        }
+        size_t n = 0;
+        for (size_t i = 0; i < count; i++) {
+            if (plain.valid[i] && ids[i] >= 0) order[n++] = (uint32_t)i;
+        }
+        group_ref ref = {type_code, &plain, ids};
+        ee_sort_indexes(order, tmp, n, compare_group_rows, &ref);
+        for (size_t k = 0; k < n; k++) {
+            if (k == 0 || compare_group_rows(&ref, order[k - 1], order[k]) != 0) {
+                groups[ids[order[k]]].count++;
+            }
+        }
+    } else {
+        for (size_t i = 0; i < count; i++) {
+            if (!plain.valid[i] || ids[i] < 0) continue;
+            group_state *g = &groups[ids[i]];
+            size_t len;
+            const uint8_t *value = ee_plain_value(&plain, i, &len);
+            if (op == EE_OP_MIN || op == EE_OP_MAX) {
+                if (g->best >= 0) {
+                    size_t best_len;
+                    const uint8_t *best = ee_plain_value(&plain, (size_t)g->best, &best_len);
+                    int c = ee_value_compare(type_code, value, len, best, best_len);
+                    if (op == EE_OP_MIN ? c >= 0 : c <= 0) continue;
+                }
+                g->best = (int64_t)i;
+                g->count++;
+                continue;
+            }
+            g->count++;
+            if (type_code == EE_TYPE_FLOAT32 || type_code == EE_TYPE_FLOAT64) {
+                g->float_sum += read_f64(value, len);
+                continue;
+            }
+            i128 v;
+            if (type_code == EE_TYPE_INT64) {
+                v = read_i64(value);
+            } else if (!decimal_value(value, len, &v)) {
+                status = EE_ERR_OVERFLOW;
+                goto done;
+            }
+            if (__builtin_add_overflow(g->sum, v, &g->sum)) {
+                status = EE_ERR_OVERFLOW;
+                goto done;
+            }
+        }
+    }
+
+    /* The per-group plaintext results, then one randomized encryption pass. */
+    size_t pos = 0;
+    for (size_t gi = 0; gi < group_count; gi++) {
+        group_state *g = &groups[gi];
+        uint8_t *r = results + pos;
+        size_t len = 0;
+        result_offsets[gi] = (int64_t)pos;
+        result_valid[gi] = g->count > 0 || op == EE_OP_COUNT_DISTINCT;
+        if (!result_valid[gi]) continue;
+        if (op == EE_OP_COUNT_DISTINCT) {
+            put_le(r, (u128)(uint64_t)g->count, 8);
+            len = 8;
+        } else if (op == EE_OP_MIN || op == EE_OP_MAX) {
+            const uint8_t *best = ee_plain_value(&plain, (size_t)g->best, &len);
+            memcpy(r, best, len);
+        } else if (op == EE_OP_AVG) {
+            double average;
+            if (type_code == EE_TYPE_FLOAT32 || type_code == EE_TYPE_FLOAT64) {
+                average = g->float_sum / (double)g->count;
+            } else {
+                long double scaled = (long double)g->sum / (long double)g->count;
+                if (type_code == EE_TYPE_DECIMAL) scaled /= (long double)ten_to(decimal_scale);
+                average = (double)scaled;
+            }
+            put_f64(r, average);
+            len = 8;
+        } else if (type_code == EE_TYPE_FLOAT32 || type_code == EE_TYPE_FLOAT64) {
+            put_f64(r, g->float_sum);
+            len = 8;
+        } else {
+            /* SUM as DECIMAL(38, scale): a result DECIMAL(38) cannot hold is an overflow. */
+            u128 magnitude = g->sum < 0 ? (u128)0 - (u128)g->sum : (u128)g->sum;
+            if (magnitude >= ten_to(38)) {
+                status = EE_ERR_OVERFLOW;
+                goto done;
+            }
+            r[0] = g->sum < 0 ? 0 : 1;
+            put_le(r + 1, magnitude, 16);
+            len = 17;
+        }
+        pos += len;
+    }
+    result_offsets[group_count] = (int64_t)pos;
+    status = ee_encrypt_values(out_data, out_data_cap, out_data_len, out_offsets, &keys, 0,
+                               results, result_offsets, result_valid, group_count);
+done:
+    ee_wipe(&keys, sizeof keys);
+    ee_plain_free(&plain);
+    ee_secret_free(groups, groups_cap);
+    ee_secret_free(results, results_cap);
+    free(result_offsets);
+    free(result_valid);
+    free(order);
+    free(tmp);
+    free(ids);
+    free(blob);
+    return status;
+}
+
+/* ---- REENCRYPT and ENCRYPT ------------------------------------------------------------------- */
+
+ee_status ee_enclave_transform(uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
+                               int64_t *out_offsets, size_t out_offsets_cap, uint64_t query_id,
+                               uint16_t cek_id, int32_t type_code, int32_t op,
+                               const uint8_t *constant, size_t constant_len,
+                               const int32_t *offsets, size_t offsets_len, const uint8_t *data,
+                               size_t data_len, const uint8_t *validity, size_t validity_len,
+                               size_t validity_bit_offset, size_t count) {
+    ee_status status;
+    ee_cell_keys keys, target;
+    uint8_t *blob = NULL;
+    int64_t *chunk_offsets = NULL;
+    int deterministic = 0;
+    ee_plain plain;
+    ee_plain_init(&plain);
+    memset(&keys, 0, sizeof keys);
+    memset(&target, 0, sizeof target);
+    ee_input in = {offsets, offsets_len, data, data_len, validity, validity_len,
+                   validity_bit_offset, count};
+
+    if (out_data_len == NULL || out_offsets == NULL || (out_data == NULL && out_data_cap > 0) ||
+        (op != EE_OP_REENCRYPT && op != EE_OP_ENCRYPT)) {
+        return EE_ERR_ARGUMENT;
+    }
+    status = copy_constant(&blob, constant, constant_len);
+    if (status != EE_OK) goto done;
+    status = ee_query_key(&keys, query_id, cek_id, op, type_code, blob, constant_len);
+    if (status != EE_OK) goto done;
+    if (op == EE_OP_REENCRYPT) {
+        if (constant_len != 3 || (blob[2] != 1 && blob[2] != 2)) {
+            status = EE_ERR_ARGUMENT;
+            goto done;
+        }
+        deterministic = blob[2] == 1;
+        uint16_t target_id = (uint16_t)(blob[0] | (blob[1] << 8));
+        status = ee_query_key(&target, query_id, target_id, EE_OP_ENCRYPT, type_code, NULL, 0);
+        if (status != EE_OK) goto done;
+    } else {
+        if (constant_len > 1 || (constant_len == 1 && blob[0] != 1 && blob[0] != 2)) {
+            status = EE_ERR_ARGUMENT;
+            goto done;
+        }
+        deterministic = constant_len == 1 && blob[0] == 1;
+        target = keys;
+    }
+    status = ee_input_check(&in);
+    if (status != EE_OK) goto done;
+    if (out_offsets_cap < count + 1) {
+        status = EE_ERR_CAPACITY;
+        goto done;
+    }
+    chunk_offsets = malloc((CHUNK_ROWS + 1) * sizeof *chunk_offsets);
+    if (chunk_offsets == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    size_t pos = 0;
+    out_offsets[0] = 0;
+    for (size_t start = 0; start < count; start += CHUNK_ROWS) {
+        size_t n = count - start < CHUNK_ROWS ? count - start : CHUNK_ROWS;
+        status = ee_plain_load(&plain, op == EE_OP_REENCRYPT ? &keys : NULL, type_code, &in,
+                               start, n);
+        if (status != EE_OK) goto done;
+        size_t used = 0;
+        /* Every chunk with rows writes at least its offsets; out_data is non-NULL whenever a
+         * valid row needs room (the capacity check inside rejects the rest). */
+        uint8_t *chunk_out = out_data != NULL ? out_data + pos : NULL;
+        status = ee_encrypt_values(chunk_out, out_data_cap - pos, &used, chunk_offsets,
+                                   &target, deterministic, plain.values, plain.value_offsets,
+                                   plain.valid, n);
+        if (status != EE_OK) goto done;
+        for (size_t i = 1; i <= n; i++) out_offsets[start + i] = (int64_t)pos + chunk_offsets[i];
+        pos += used;
+    }
+    *out_data_len = pos;
+    status = EE_OK;
+done:
+    ee_wipe(&keys, sizeof keys);
+    ee_wipe(&target, sizeof target);
+    ee_plain_free(&plain);
+    free(chunk_offsets);
+    free(blob);
+    return status;
+}
