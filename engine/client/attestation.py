@@ -104,6 +104,13 @@ not a well-formed JWT
     claims = _verified_claims(token, jwks)
     moment = _timestamp(now)
     expires_at, not_before = _claim_int(claims, "exp"), _claim_int(claims, "nbf")
+    try:
+        expiry = datetime.fromtimestamp(expires_at, UTC)
+    except (OverflowError, OSError, ValueError):
+        # Found by tests/fuzz: a signed token may still carry an exp no datetime can hold.
+        raise _failed(
+            "token lifetime", "the token's exp claim is not a representable time"
+        ) from None
     if moment >= expires_at:
         raise _failed("token lifetime", "the token has expired; attest the enclave again")
     if moment < not_before:
@@ -159,7 +166,7 @@ not a well-formed JWT
         measurement=measurement.lower(),
         svn=svn,
         debug=debug,
-        expires_at=datetime.fromtimestamp(expires_at, UTC),
+        expires_at=expiry,
         ecdh_public=bytes(ecdh_public),
     )
 

@@ -505,6 +505,11 @@ def parse_statements(sql_text: str) -> list[exp.Expr]:
             "syntax error: the statement could not be tokenized; "
             "check for an unterminated string or quoted name"
         ) from None
+    except RecursionError:
+        # Found by tests/fuzz: deep nesting (or long runs of unary operators) exhausts the stack.
+        raise ProgrammingError(
+            "the statement is nested too deeply to parse; simplify its expressions"
+        ) from None
     parsed = [statement for statement in statements if statement is not None]
     _remember_source_text(sql_text, parsed)
     return parsed
