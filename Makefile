@@ -44,7 +44,7 @@ test: system-deps $(STAMP) native-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m engine.demo
+	$(PY) -m sql_examples
 
 # The bench extra (matplotlib, tpchgen-cli, py-spy) has its own stamp so make test stays lean.
 BENCH_STAMP := $(VENV)/.installed-bench
