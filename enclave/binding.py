@@ -190,6 +190,20 @@ if os.environ.get("ENCLAVESQL_CODEC") == "portable":
     _raise_for(_lib.ee_cell_select_impl(_lib.EE_IMPL_PORTABLE), "selecting the codec")
 
 
+def _root_key_bytes(root_key: object) -> bytes:
+    """A copy of a 32-byte root key, or ProgrammingError saying what is wrong with it."""
+    if not isinstance(root_key, bytes | bytearray | memoryview):
+        raise ProgrammingError(
+            f"a column encryption key must be bytes, not {type(root_key).__name__}"
+        )
+    key_bytes = bytes(root_key)
+    if len(key_bytes) != 32:
+        raise ProgrammingError(
+            f"a column encryption key must be exactly 32 bytes, got {len(key_bytes)}"
+        )
+    return key_bytes
+
+
 class CellKey:
     """A 32-byte column encryption key loaded into native memory.
 
@@ -208,15 +222,7 @@ class CellKey:
 
     def __init__(self, root_key: bytes) -> None:
         self._id = 0
-        if not isinstance(root_key, bytes | bytearray | memoryview):
-            raise ProgrammingError(
-                f"a column encryption key must be bytes, not {type(root_key).__name__}"
-            )
-        key_bytes = bytes(root_key)
-        if len(key_bytes) != 32:
-            raise ProgrammingError(
-                f"a column encryption key must be exactly 32 bytes, got {len(key_bytes)}"
-            )
+        key_bytes = _root_key_bytes(root_key)
         key_id = _ffi.new("uint64_t *")
         _raise_for(_lib.ee_key_load(key_id, key_bytes, len(key_bytes)), "loading a key")
         self._id = int(key_id[0])
@@ -447,15 +453,7 @@ def derive_cell_keys(root_key: bytes) -> tuple[bytes, bytes, bytes]:
     >>> [len(k) for k in derive_cell_keys(bytes(32))]
     [32, 32, 32]
     """
-    if not isinstance(root_key, bytes | bytearray | memoryview):
-        raise ProgrammingError(
-            f"a column encryption key must be bytes, not {type(root_key).__name__}"
-        )
-    key_bytes = bytes(root_key)
-    if len(key_bytes) != 32:
-        raise ProgrammingError(
-            f"a column encryption key must be exactly 32 bytes, got {len(key_bytes)}"
-        )
+    key_bytes = _root_key_bytes(root_key)
     out = _ffi.new("uint8_t[96]")
     out_len = _ffi.new("size_t *")
     _raise_for(_lib.ee_key_derive(out, 96, out_len, key_bytes, 32), "deriving cell keys")
