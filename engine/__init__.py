@@ -5,6 +5,20 @@ It re-exports; it holds no logic of its own and must not import DuckDB at module
 
 from __future__ import annotations
 
+from engine.dbapi_types import (
+    BINARY,
+    DATETIME,
+    NUMBER,
+    ROWID,
+    STRING,
+    Binary,
+    Date,
+    DateFromTicks,
+    Time,
+    TimeFromTicks,
+    Timestamp,
+    TimestampFromTicks,
+)
 from engine.errors import (
     AttestationError,
     CellAuthenticationError,
@@ -40,10 +54,26 @@ __all__ = [
     "ProgrammingError",
     "NotSupportedError",
     "CellAuthenticationError",
+    "STRING",
+    "BINARY",
+    "NUMBER",
+    "DATETIME",
+    "ROWID",
+    "Date",
+    "Time",
+    "Timestamp",
+    "Binary",
+    "DateFromTicks",
+    "TimeFromTicks",
+    "TimestampFromTicks",
 ]
 
-# The column codec pulls in pyarrow and numpy, so it loads on first use, not with `import engine`.
+# The column codec pulls in pyarrow and numpy, and connect pulls in DuckDB, so they load on first
+# use, not with `import engine`.
 _LAZY_EXPORTS = {
+    "connect": "engine.connection",
+    "Connection": "engine.connection",
+    "Cursor": "engine.cursor",
     "encrypt_column": "engine.client.codec",
     "decrypt_column": "engine.client.codec",
     "parse_sql_type": "engine.types",

@@ -1,0 +1,229 @@
+"""The client half of a connection: key resolution, literal lifting, parameter encryption, key
+DDL completion and result decryption, on plain data handed to it by the Connection.
+
+It describes each statement itself (the SQL front end is pure) so that no plaintext literal of
+an encrypted column ever goes to the host, and it checks the host's description against its
+own. It never opens DuckDB and never talks to the host directly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from engine.client.cek_cache import CekCache
+from engine.client.codec import encrypt_column
+from engine.client.column_keys import ColumnKeyResolver
+from engine.client.key_ddl import complete_key_ddl
+from engine.client.keystores.base import KeyStoreProvider
+from engine.client.keystores.registry import build_registry
+from engine.client.parameters import KeyLookup, encrypt_parameter_columns, encrypt_parameters
+from engine.client.results import decrypt_result
+from engine.errors import OperationalError, ProgrammingError
+from engine.sql.catalog import CatalogSnapshot, TableInfo
+from engine.sql.describe import describe
+from engine.sql.dialect import SOURCE_SQL, parse_statements, to_sql
+from engine.sql.plan import CatalogChange, Plan, check_parameter_count
+
+__all__ = ["Client", "PreparedStatement"]
+
+
+@dataclass(frozen=True)
+class PreparedStatement:
+    """One statement as the client prepared it: ``host_text`` is what the host may see (literals
+    aimed at encrypted columns already lifted out), ``plan`` the client's own description."""
+
+    host_text: str
+    plan: Plan
+
+
+class Client:
+    """Everything a connection does with keys, on one catalog snapshot at a time.
+
+    >>> from engine.sql.catalog import CatalogSnapshot
+    >>> client = Client()
+    >>> client.prepare("SELECT 1", CatalogSnapshot(1)).plan.kind
+    'query'
+    """
+
+    def __init__(
+        self,
+        *,
+        column_encryption: bool = True,
+        key_store_providers: Mapping[str, KeyStoreProvider] | None = None,
+        trusted_key_paths: Iterable[str] | None = None,
+        key_dir: str | os.PathLike[str] | None = None,
+        cek_cache_ttl: float = 7200,
+    ) -> None:
+        self.column_encryption = column_encryption
+        if isinstance(trusted_key_paths, str):
+            trusted_key_paths = [trusted_key_paths]  # one path, not its characters
+        self.registry = build_registry(key_store_providers, key_directory=key_dir)
+        self.resolver = ColumnKeyResolver(
+            self.registry, CekCache(cek_cache_ttl), trusted_key_paths=trusted_key_paths
+        )
+        self._prepared: OrderedDict[tuple[str, int], PreparedStatement] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Forget cached CEKs (zeroed) and close key store sessions."""
+        self.resolver.clear_cache()
+        self.registry.close()
+
+    # Describe on the client.
+
+    def split(self, sql: str) -> tuple[str, ...]:
+        """The statements of ``sql``, each as its own text. Text without an inner semicolon is
+        one statement and is not parsed here (prepare parses it); nothing is cached, because
+        the text may hold plaintext literals.
+
+        >>> Client().split("SELECT 1; SELECT 2")
+        ('SELECT 1', 'SELECT 2')
+        """
+        if ";" not in sql.rstrip().rstrip(";"):
+            return (sql,)
+        statements = parse_statements(sql)
+        if len(statements) == 1:
+            return (sql,)
+        return tuple(str(s.meta.get(SOURCE_SQL) or to_sql(s)) for s in statements)
+
+    def prepare(self, text: str, snapshot: CatalogSnapshot) -> PreparedStatement:
+        """Describe one statement against ``snapshot``, cached per text and version unless it
+        lifted literals (those plans carry plaintext, which the client does not keep)."""
+        key = (text, snapshot.version)
+        with self._lock:
+            cached = self._prepared.get(key)
+            if cached is not None:
+                self._prepared.move_to_end(key)
+                return cached
+        statements = parse_statements(text)
+        if len(statements) != 1:
+            raise ProgrammingError(f"expected one statement, found {len(statements)}")
+        plan = describe(statements[0], snapshot, enclave_available=False)
+        lifted = any(p.source[0] == "literal" for p in plan.parameters)
+        # With enclave rewrites the host describes the lifted but unrewritten text.
+        parameterized = getattr(plan, "parameterized_sql", None)
+        host_text = parameterized or (plan.sql if lifted and plan.sql else text)
+        prepared = PreparedStatement(host_text, plan)
+        if lifted:
+            # The plan holds the lifted plaintext literals; it is not kept past this statement.
+            return prepared
+        with self._lock:
+            self._prepared[key] = prepared
+            while len(self._prepared) > 512:
+                self._prepared.popitem(last=False)
+        return prepared
+
+    @staticmethod
+    def check_host_plan(prepared: PreparedStatement, host_plan: Plan) -> None:
+        """Raise OperationalError unless the host's plan encrypts and decrypts exactly where the
+        client's does; a host that dropped a target could otherwise receive plaintext."""
+        mine = prepared.plan
+        same = (
+            host_plan.kind == mine.kind
+            and len(host_plan.parameters) == len(mine.parameters)
+            and all(
+                a.target == b.target
+                for a, b in zip(host_plan.parameters, mine.parameters, strict=True)
+            )
+            and [c.target for c in host_plan.result_columns]
+            == [c.target for c in mine.result_columns]
+        )
+        if not same:
+            raise OperationalError(
+                "the host described the statement differently from the client (which values "
+                "are encrypted, or which columns); refusing to send values. Reconnect, and "
+                "report it if it happens again"
+            )
+
+    # Keys.
+
+    def key_lookup(self, snapshot: CatalogSnapshot) -> KeyLookup:
+        """A function from CEK name to the plaintext CEK, through the resolver and its cache."""
+
+        def key_for(cek_name: str) -> bytes:
+            cek = snapshot.cek(cek_name)
+            values = []
+            for value in cek.values:
+                if value.encrypted_value is None:
+                    continue
+                cmk = snapshot.cmk(value.cmk_name)
+                values.append((cmk.key_store_provider_name, cmk.key_path, value.encrypted_value))
+            return self.resolver.cek_for_any(values)
+
+        return key_for
+
+    def complete_key_ddl(
+        self, prepared: PreparedStatement, snapshot: CatalogSnapshot
+    ) -> tuple[CatalogChange, ...]:
+        """The plan's key DDL changes with generated CEKs wrapped and CMK metadata signed."""
+        return complete_key_ddl(
+            prepared.plan.catalog_changes,
+            snapshot,
+            self.registry,
+            self.resolver,
+            self.key_lookup(snapshot),
+        )
+
+    # Values.
+
+    def parameter_values(
+        self, prepared: PreparedStatement, parameters: Sequence[object], snapshot: CatalogSnapshot
+    ) -> list[object]:
+        """The values of the host's ``?`` markers, encrypted where the plan says so."""
+        check_parameter_count(prepared.plan, parameters)
+        lookup = self.key_lookup(snapshot) if self.column_encryption else None
+        return encrypt_parameters(prepared.plan.parameters, parameters, lookup)
+
+    def parameter_columns(
+        self,
+        prepared: PreparedStatement,
+        rows: Sequence[Sequence[object]],
+        snapshot: CatalogSnapshot,
+    ) -> pa.Table | list[list[object]]:
+        """executemany's parameter rows as encrypted columns (or rows when they do not fit)."""
+        for row in rows:
+            check_parameter_count(prepared.plan, row)
+        lookup = self.key_lookup(snapshot) if self.column_encryption else None
+        return encrypt_parameter_columns(prepared.plan.parameters, rows, lookup)
+
+    def decrypt(
+        self, prepared: PreparedStatement, table: pa.Table, snapshot: CatalogSnapshot
+    ) -> pa.Table:
+        """``table`` with its encrypted columns decrypted (unchanged with encryption off)."""
+        if not self.column_encryption or not any(c.target for c in prepared.plan.result_columns):
+            return table
+        return decrypt_result(table, prepared.plan.result_columns, self.key_lookup(snapshot))
+
+    def encrypt_batch(
+        self, table: TableInfo, batch: Mapping[str, Any], snapshot: CatalogSnapshot
+    ) -> pa.Table:
+        """A bulk insert batch ({column: Arrow array or list}) as an Arrow table, with each
+        encrypted column of ``table`` turned into cells in one native call."""
+        arrays = []
+        for name, values in batch.items():
+            column = table.column(name)
+            if column.encryption is not None:
+                if not self.column_encryption:
+                    raise ProgrammingError(
+                        f"a value for the encrypted column {table.name}.{column.name} needs "
+                        "column_encryption=True on the connection"
+                    )
+                key = self.key_lookup(snapshot)(column.encryption.cek_name)
+                values = encrypt_column(
+                    values,
+                    key,
+                    column.encryption.encryption_type,
+                    column.declared_type,
+                    column=f"{table.name}.{column.name}",
+                )
+            elif isinstance(values, list):
+                values = pa.array(values)
+            arrays.append(values)
+        return pa.Table.from_arrays(arrays, names=list(batch))

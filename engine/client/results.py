@@ -1,0 +1,50 @@
+"""Result decryption: replace each ciphertext column of an Arrow result by its plaintext, one
+native call per column per record batch, typed as the column's declared type.
+
+It decrypts only columns the client's own plan marks; it must not log or keep values or keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from engine.client.codec import decrypt_column
+from engine.client.parameters import KeyLookup
+from engine.sql.plan import ResultColumn
+from engine.types import parse_sql_type
+
+__all__ = ["decrypt_result"]
+
+
+def decrypt_result(
+    table: pa.Table, columns: Sequence[ResultColumn], key_for: KeyLookup
+) -> pa.Table:
+    """``table`` with every column whose ResultColumn has a target decrypted.
+
+    >>> import os
+    >>> from engine.client.codec import encrypt_column
+    >>> from engine.sql.plan import EncryptionTarget
+    >>> key = os.urandom(32)
+    >>> target = EncryptionTarget("p", "n", "cek1", "RANDOMIZED", "NVARCHAR(9)")
+    >>> cells = pa.table({"n": encrypt_column(["Zoë", None], key, "RANDOMIZED", "NVARCHAR(9)")})
+    >>> plain = decrypt_result(cells, [ResultColumn("n", "NVARCHAR(9)", target)], lambda _: key)
+    >>> plain.column("n").to_pylist()
+    ['Zoë', None]
+    """
+    arrays = list(table.columns)
+    fields = list(table.schema)
+    for index, column in enumerate(columns):
+        target = column.target
+        if target is None or index >= len(arrays):
+            continue
+        declared = parse_sql_type(target.declared_type)
+        key = key_for(target.cek_name)
+        chunks = [
+            decrypt_column(chunk, key, declared, column=target.label)
+            for chunk in arrays[index].chunks
+        ]
+        arrays[index] = pa.chunked_array(chunks, type=declared.arrow_type)
+        fields[index] = pa.field(fields[index].name, declared.arrow_type)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

@@ -1,0 +1,432 @@
+"""The PEP 249 Connection: joins one Client (keys, encryption) to one Host (DuckDB, catalog)
+through a narrow interface that passes only plain data (SQL text, Plans, Arrow, bytes).
+
+It orders the steps of the query path (snapshot, client describe, host describe, encrypt,
+execute, decrypt) and owns transactions and bulk insert. It must not do cryptography or query
+DuckDB itself, so that the host can later move to another process unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from engine import errors
+from engine.cursor import Cursor
+from engine.errors import InterfaceError, ProgrammingError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from engine.client.client import Client, PreparedStatement
+    from engine.client.keystores.base import KeyStoreProvider
+    from engine.sql.catalog import CatalogSnapshot, TableInfo
+    from engine.sql.plan import CatalogChange, Plan
+
+__all__ = ["ATTESTATION_PROTOCOLS", "Connection", "HostInterface", "StatementResult", "connect"]
+
+ATTESTATION_PROTOCOLS = (None, "none", "service")
+BULK_BATCH_ROWS = 65_536
+# A load this large shows a progress bar by itself when stderr is a terminal.
+PROGRESS_THRESHOLD_ROWS = 1_000_000
+
+
+class HostInterface(Protocol):
+    """Everything the Connection asks of a host; each argument and result is plain data."""
+
+    def catalog_version(self) -> int: ...
+    def catalog_snapshot(self) -> CatalogSnapshot: ...
+    def describe(self, sql: str) -> Plan: ...
+    def execute(self, plan: Plan, parameters: Sequence[object] = ()) -> Any: ...
+    def execute_many(self, plan: Plan, parameters: Any) -> int: ...
+    def apply_key_ddl(self, plan: Plan, changes: Sequence[CatalogChange]) -> None: ...
+    def append_arrow(self, table: str, data: pa.Table) -> int: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StatementResult:
+    """What a cursor keeps of a statement: plaintext rows (or None), type codes, row count,
+    and for each column whether it came from an encrypted column."""
+
+    table: pa.Table | None
+    type_codes: tuple[str, ...]
+    rowcount: int
+    encrypted: tuple[bool, ...] = ()
+
+
+class Connection:
+    """A PEP 249 connection. Create it with ``engine.connect``.
+
+    Used as a context manager it commits when the block succeeds, rolls back when it raises,
+    and closes the connection either way (as psycopg 3 does).
+    """
+
+    Warning = errors.Warning
+    Error = errors.Error
+    InterfaceError = errors.InterfaceError
+    DatabaseError = errors.DatabaseError
+    DataError = errors.DataError
+    OperationalError = errors.OperationalError
+    IntegrityError = errors.IntegrityError
+    InternalError = errors.InternalError
+    ProgrammingError = errors.ProgrammingError
+    NotSupportedError = errors.NotSupportedError
+
+    def __init__(
+        self,
+        host: HostInterface,
+        client: Client,
+        *,
+        attestation_protocol: str | None = None,
+        attestation_url: str | None = None,
+    ) -> None:
+        self._host = host
+        self._client = client
+        self.attestation_protocol = attestation_protocol
+        self.attestation_url = attestation_url
+        self._snapshot: CatalogSnapshot | None = None
+        self._closed = False
+
+    # PEP 249.
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def column_encryption(self) -> bool:
+        return self._client.column_encryption
+
+    @property
+    def enclave_available(self) -> bool:
+        """Whether enclave computations can run; always False until enclave queries arrive."""
+        return False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InterfaceError("the connection is closed; open a new one with engine.connect()")
+
+    def cursor(self) -> Cursor:
+        self._check_open()
+        return Cursor(self)
+
+    def execute(self, operation: str, parameters: Sequence[object] | None = None) -> Cursor:
+        """A new cursor that has run ``operation`` (a shortcut, as in sqlite3 and DuckDB)."""
+        return self.cursor().execute(operation, parameters)
+
+    def commit(self) -> None:
+        """Commit the open transaction (a no-op in autocommit mode)."""
+        self._check_open()
+        self._host.commit()
+
+    def rollback(self) -> None:
+        """Roll back the open transaction (a no-op in autocommit mode)."""
+        self._check_open()
+        self._host.rollback()
+        self._snapshot = None
+
+    def close(self) -> None:
+        """Close the host and forget the client's keys; an open transaction is rolled back."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._host.close()
+        finally:
+            self._client.close()
+
+    def __enter__(self) -> Connection:
+        self._check_open()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        try:
+            if not self._closed:
+                if exc_type is None:
+                    self.commit()
+                else:
+                    self.rollback()
+        finally:
+            self.close()
+
+    # The query path.
+
+    def _current_snapshot(self) -> CatalogSnapshot:
+        version = self._host.catalog_version()
+        if self._snapshot is None or self._snapshot.version != version:
+            self._snapshot = self._host.catalog_snapshot()
+        return self._snapshot
+
+    def _prepare(self, text: str) -> tuple[PreparedStatement, Plan, CatalogSnapshot]:
+        snapshot = self._current_snapshot()
+        prepared = self._client.prepare(text, snapshot)
+        host_plan = self._host.describe(prepared.host_text)
+        self._client.check_host_plan(prepared, host_plan)
+        return prepared, host_plan, snapshot
+
+    def _run(self, sql: str, parameters: Sequence[object]) -> StatementResult:
+        self._check_open()
+        statements = self._client.split(sql)
+        if not statements:
+            raise ProgrammingError("the SQL text holds no statement")
+        if len(statements) > 1 and parameters:
+            raise ProgrammingError(
+                "parameters can only be used with a single statement; run the statements one by one"
+            )
+        result = StatementResult(None, (), -1)
+        for text in statements:
+            result = self._run_one(text, parameters)
+        return result
+
+    def _run_one(self, text: str, parameters: Sequence[object]) -> StatementResult:
+        prepared, host_plan, snapshot = self._prepare(text)
+        if host_plan.kind == "key_ddl":
+            if parameters:
+                raise ProgrammingError("key DDL takes no parameters")
+            changes = self._client.complete_key_ddl(prepared, snapshot)
+            self._host.apply_key_ddl(host_plan, changes)
+            return StatementResult(None, (), -1)
+        values = self._client.parameter_values(prepared, parameters, snapshot)
+        outcome = self._host.execute(host_plan, values)
+        if outcome.table is None:
+            return StatementResult(None, (), outcome.rowcount)
+        table = self._client.decrypt(prepared, outcome.table, snapshot)
+        type_codes = list(outcome.column_types)
+        encrypted = [False] * len(type_codes)
+        for index, column in enumerate(prepared.plan.result_columns[: len(type_codes)]):
+            if column.target is not None:
+                encrypted[index] = True
+                if self._client.column_encryption:
+                    type_codes[index] = column.target.declared_type
+        return StatementResult(table, tuple(type_codes), outcome.rowcount, tuple(encrypted))
+
+    def _run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> StatementResult:
+        self._check_open()
+        statements = self._client.split(sql)
+        if len(statements) != 1:
+            raise ProgrammingError("executemany takes exactly one statement")
+        prepared, host_plan, snapshot = self._prepare(statements[0])
+        if host_plan.kind != "dml":
+            result = StatementResult(None, (), -1)
+            for row in rows:
+                result = self._run_one(statements[0], row)
+            return result
+        if not rows:
+            return StatementResult(None, (), 0)
+        columns = self._client.parameter_columns(prepared, rows, snapshot)
+        count = self._host.execute_many(host_plan, columns)
+        return StatementResult(None, (), count)
+
+    def explain(self, sql: str) -> str:
+        """Where each statement of ``sql`` runs and which values the client encrypts or
+        decrypts, as text. Nothing is executed, and no literal value is shown.
+
+        >>> con = connect(":memory:")
+        >>> print(con.explain("SELECT 1 AS one"))
+        query: runs in DuckDB on plaintext
+          host SQL: SELECT 1 AS one
+        >>> con.close()
+        """
+        self._check_open()
+        lines: list[str] = []
+        for text in self._client.split(sql):
+            prepared, host_plan, _snapshot = self._prepare(text)
+            plan = prepared.plan
+            tables = _encrypted_tables(text, _snapshot)
+            where = (
+                f"DuckDB, on ciphertext for the encrypted columns of {', '.join(tables)}"
+                if tables
+                else "DuckDB on plaintext"
+            )
+            if plan.kind == "key_ddl":
+                where = "the catalog only (the client completes keys; DuckDB never sees it)"
+            lines.append(f"{plan.kind}: runs in {where}")
+            if host_plan.sql is not None:
+                lines.append(f"  host SQL: {host_plan.sql}")
+            for number, spec in enumerate(plan.parameters, start=1):
+                origin = (
+                    f"your parameter {spec.source[1] + 1}"
+                    if spec.source[0] == "user"
+                    else "a literal lifted out of the text"
+                )
+                how = (
+                    f"encrypted by the client for {spec.target.label} "
+                    f"({spec.target.encryption_type}, key {spec.target.cek_name})"
+                    if spec.target is not None
+                    else "sent as plaintext"
+                )
+                lines.append(f"  ? {number}: {origin}, {how}")
+            for column in plan.result_columns:
+                if column.target is not None:
+                    lines.append(
+                        f"  column {column.name}: decrypted by the client "
+                        f"({column.target.label}, {column.target.encryption_type})"
+                    )
+        return "\n".join(lines)
+
+    # Bulk insert.
+
+    def bulk_insert(
+        self,
+        table: str,
+        data: Any,
+        *,
+        progress: bool | None = None,
+        batch_rows: int = BULK_BATCH_ROWS,
+    ) -> int:
+        """Insert ``data`` into ``table`` atomically and return the number of rows.
+
+        ``data`` is an Arrow table, a pandas DataFrame (columns matched by name) or an iterable
+        of tuples (one value per table column, in order). Encrypted columns are encrypted in
+        native batches of ``batch_rows``; the rows are appended with one Arrow scan. A progress
+        bar shows when ``progress`` is True, or when it is None, stderr is a terminal and the
+        load has at least a million rows.
+        """
+        self._check_open()
+        if batch_rows < 1:
+            raise ProgrammingError("batch_rows must be at least 1")
+        snapshot = self._current_snapshot()
+        info = snapshot.table(table)
+        columns, total = _columns_of(data, info)
+        show = (
+            bool(progress)
+            if progress is not None
+            else (sys.stderr.isatty() and total >= PROGRESS_THRESHOLD_ROWS)
+        )
+        import pyarrow as pa
+        from tqdm import tqdm
+
+        if total == 0:
+            self._client.encrypt_batch(info, columns, snapshot)  # still checks the columns
+            return 0
+        slices = [
+            {name: _slice(values, offset, batch_rows) for name, values in columns.items()}
+            for offset in range(0, total, batch_rows)
+        ]
+        # The first batch runs alone: it unwraps the CEKs once, before threads would race to.
+        encrypted = [self._client.encrypt_batch(info, slices[0], snapshot)]
+        with tqdm(total=total, unit="rows", disable=not show, desc=f"insert {info.name}") as bar:
+            bar.update(encrypted[0].num_rows)
+            if len(slices) > 1:
+                # Native encryption releases the GIL, so batches encrypt in parallel.
+                workers = min(len(slices) - 1, os.cpu_count() or 1, 8)
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    for batch in pool.map(
+                        lambda part: self._client.encrypt_batch(info, part, snapshot), slices[1:]
+                    ):
+                        encrypted.append(batch)
+                        bar.update(batch.num_rows)
+            combined = (
+                pa.concat_tables(encrypted, promote_options="permissive")
+                if len(encrypted) > 1
+                else encrypted[0]
+            )
+            return self._host.append_arrow(info.name, combined)
+
+
+def _encrypted_tables(text: str, snapshot: CatalogSnapshot) -> list[str]:
+    """Names of the tables with encrypted columns that a statement mentions."""
+    from sqlglot import exp
+
+    from engine.sql.dialect import parse_statements
+
+    names = set()
+    for statement in parse_statements(text):
+        for table in statement.find_all(exp.Table):
+            if snapshot.has_table(table.name) and snapshot.table(table.name).encrypted:
+                names.add(snapshot.table(table.name).name)
+    return sorted(names)
+
+
+def _slice(values: Any, offset: int, length: int) -> Any:
+    return (
+        values[offset : offset + length]
+        if isinstance(values, list)
+        else values.slice(offset, length)
+    )
+
+
+def _columns_of(data: Any, info: TableInfo) -> tuple[dict[str, Any], int]:
+    """The data as {column name: values}, names as the table spells them, and the row count."""
+    import pyarrow as pa
+
+    if type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
+        data = pa.Table.from_pandas(data, preserve_index=False)
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    if isinstance(data, pa.Table):
+        columns = {}
+        for name in data.column_names:
+            canonical = info.column(name).name  # ProgrammingError for an unknown column
+            if canonical in columns:
+                raise ProgrammingError(f"column {canonical} appears twice in the data")
+            columns[canonical] = data.column(name)
+        return columns, data.num_rows
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise ProgrammingError(
+            "bulk_insert takes a pyarrow Table, a pandas DataFrame or an iterable of tuples"
+        )
+    rows = [tuple(row) for row in data]
+    width = len(info.columns)
+    for number, row in enumerate(rows, start=1):
+        if len(row) != width:
+            raise ProgrammingError(
+                f"row {number} has {len(row)} value(s) but table {info.name} has {width} column(s)"
+            )
+    values = list(zip(*rows, strict=True)) if rows else [() for _ in info.columns]
+    return {c.name: list(v) for c, v in zip(info.columns, values, strict=True)}, len(rows)
+
+
+def connect(
+    database: str | os.PathLike[str] = ":memory:",
+    *,
+    column_encryption: bool = True,
+    attestation_protocol: str | None = None,
+    attestation_url: str | None = None,
+    key_store_providers: Mapping[str, KeyStoreProvider] | None = None,
+    trusted_key_paths: Iterable[str] | None = None,
+    key_dir: str | os.PathLike[str] | None = None,
+    cek_cache_ttl: float = 7200,
+    read_only: bool = False,
+) -> Connection:
+    """Open an EnclaveSQL database file (or ``":memory:"``) and return a Connection.
+
+    >>> con = connect(":memory:")
+    >>> con.execute("SELECT 42").fetchone()
+    (42,)
+    >>> con.close()
+    """
+    if attestation_protocol not in ATTESTATION_PROTOCOLS:
+        raise ProgrammingError(
+            f"attestation_protocol must be None, 'none' or 'service', not {attestation_protocol!r}"
+        )
+    if attestation_protocol == "service" and not attestation_url:
+        raise ProgrammingError("attestation_protocol='service' needs an attestation_url")
+    from engine.client.client import Client
+    from engine.host.host import Host
+
+    client = Client(
+        column_encryption=column_encryption,
+        key_store_providers=key_store_providers,
+        trusted_key_paths=trusted_key_paths,
+        key_dir=key_dir,
+        cek_cache_ttl=cek_cache_ttl,
+    )
+    try:
+        host = Host(os.fspath(database), read_only=read_only)
+    except BaseException:
+        client.close()
+        raise
+    return Connection(
+        host,
+        client,
+        attestation_protocol=attestation_protocol,
+        attestation_url=attestation_url,
+    )

@@ -1,0 +1,445 @@
+"""The host: one DuckDB connection, the catalog tables, describe with a plan cache, execution.
+
+It receives SQL text with ``?`` markers, ciphertext parameters, wrapped CEK envelopes and Arrow
+batches of ciphertext, and returns Arrow. It never holds a CEK or a plaintext value of an
+encrypted column, and nothing here may ask for one. Only plain data crosses its methods (Plans,
+Arrow, bytes), so it can move behind Arrow Flight unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from engine.errors import InterfaceError, OperationalError, ProgrammingError
+from engine.host.catalog_store import CatalogStore
+from engine.host.describe_cache import DescribeCache
+from engine.host.duckdb_errors import map_duckdb_error
+from engine.host.rewrite_values_insert import rewrite_values_insert
+from engine.sql.catalog import CatalogSnapshot
+from engine.sql.describe import describe_sql
+from engine.sql.plan import CatalogChange, Plan, ResultColumn
+
+__all__ = ["Host", "HostResult"]
+
+# Statements of kind "other" that cannot change which tables or columns exist; any other
+# "other" statement (ATTACH, IMPORT DATABASE, USE, …) bumps the catalog version to be safe.
+_SCHEMA_NEUTRAL = frozenset(
+    "BEGIN START COMMIT END ROLLBACK ABORT SET RESET PRAGMA EXPLAIN DESCRIBE SHOW SUMMARIZE "
+    "CALL CHECKPOINT FORCE VACUUM ANALYZE LOAD INSTALL EXPORT".split()
+)
+_TRANSACTION_CONTROL = frozenset("BEGIN START COMMIT END ROLLBACK ABORT".split())
+_FIRST_WORD = re.compile(r"\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*([A-Za-z]+)", re.DOTALL)
+_RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
+_view_numbers = itertools.count()
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """What one statement returned: rows as Arrow (ciphertext stays ciphertext), the DuckDB type
+    of each column, the affected row count of DML (-1 otherwise) and the plan's column metadata."""
+
+    table: pa.Table | None
+    column_types: tuple[str, ...]
+    rowcount: int
+    result_columns: tuple[ResultColumn, ...]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _first_word(sql: str) -> str:
+    match = _FIRST_WORD.match(sql)
+    return match.group(1).upper() if match else ""
+
+
+@contextlib.contextmanager
+def _mapped() -> Iterator[None]:
+    """DuckDB errors of catalog reads as PEP 249 errors (they carry no values)."""
+    try:
+        yield
+    except duckdb.Error as error:
+        raise map_duckdb_error(error, redact=False) from None
+
+
+class _Epoch:
+    """A counter shared by every Host on one database file in this process. DuckDB shares one
+    database between such connections, so a catalog change by one must reach the others."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def bump(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+_EPOCHS: dict[str, _Epoch] = {}
+_EPOCHS_LOCK = threading.Lock()
+
+
+def _epoch_for(database: str) -> _Epoch:
+    if database in ("", ":memory:") or database.startswith(":memory:"):
+        return _Epoch()  # every in-memory connection is its own database
+    key = os.path.realpath(database)
+    with _EPOCHS_LOCK:
+        return _EPOCHS.setdefault(key, _Epoch())
+
+
+def _rows_of(table: pa.Table | None) -> list[list[object]]:
+    return [] if table is None else [list(row.values()) for row in table.to_pylist()]
+
+
+class Host:
+    """The untrusted side of a connection, over one DuckDB database.
+
+    >>> host = Host(":memory:")
+    >>> host.execute(host.describe("CREATE TABLE t (a INT)")).rowcount
+    -1
+    >>> result = host.execute(host.describe("SELECT 40 + ?"), [2])
+    >>> result.table.column(0).to_pylist(), result.column_types
+    ([42], ('INTEGER',))
+    >>> host.close()
+    """
+
+    def __init__(self, database: str = ":memory:", *, read_only: bool = False) -> None:
+        try:
+            self._con = duckdb.connect(database, read_only=read_only)
+        except duckdb.Error as error:
+            raise map_duckdb_error(error, redact=False) from None
+        self._store = CatalogStore(self._con)
+        if not read_only:
+            self._store.create_tables()
+        elif not self._store.exists():
+            self._con.close()
+            raise OperationalError(
+                "the database has no EnclaveSQL catalog (schema sys) and is opened read-only; "
+                "open it once without read_only to create the catalog"
+            )
+        self._lock = threading.RLock()
+        self._closed = False
+        # Versions are never reused within this process, even when a transaction that bumped
+        # one rolls back, so a (text, version) key never names two different catalogs.
+        self._high_water = 0
+        # The catalog version this connection's transaction sees, kept in memory because
+        # reading it costs a query. It is read again after anything of ours that may have
+        # changed it, and whenever another connection to the same file bumped the shared epoch.
+        self._version: int | None = None
+        self._epoch = _epoch_for(database)
+        self._seen_epoch = -1
+        self._snapshots: dict[int, CatalogSnapshot] = {}
+        self.describe_cache = DescribeCache()
+        self.snapshot_builds = 0
+
+    # The catalog.
+
+    @contextlib.contextmanager
+    def _statement(self) -> Iterator[None]:
+        """Around a statement: the lock and the open check."""
+        with self._lock:
+            self._check_open()
+            yield
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InterfaceError("the host connection is closed; open a new connection")
+
+    def catalog_version(self) -> int:
+        """The catalog version this connection's transaction sees."""
+        with self._lock, _mapped():
+            self._check_open()
+            return self._current_version()
+
+    def catalog_snapshot(self) -> CatalogSnapshot:
+        """The catalog (metadata and wrapped envelopes only) at the current version."""
+        with self._lock, _mapped():
+            self._check_open()
+            return self._snapshot_at(self._current_version())
+
+    def _snapshot_at(self, version: int) -> CatalogSnapshot:
+        snapshot = self._snapshots.get(version)
+        if snapshot is None:
+            snapshot = self._store.snapshot(version)
+            self.snapshot_builds += 1
+            if len(self._snapshots) > 8:
+                self._snapshots.clear()
+            self._snapshots[version] = snapshot
+        return snapshot
+
+    def describe(self, sql: str) -> Plan:
+        """The Plan of one statement, cached per (text, catalog version)."""
+        with self._lock, _mapped():
+            self._check_open()
+            version = self._current_version()
+
+            def build() -> Plan:
+                plans = describe_sql(sql, self._snapshot_at(version), enclave_available=False)
+                if len(plans) != 1:
+                    raise ProgrammingError(
+                        f"the host describes one statement at a time, not {len(plans)}; "
+                        "split the text at its semicolons"
+                    )
+                return plans[0]
+
+            return self.describe_cache.get_or_describe(sql, version, build)
+
+    # Transactions.
+
+    def _in_transaction(self) -> bool:
+        # In autocommit mode every statement gets a new transaction id; inside BEGIN … COMMIT
+        # they share one. Trying BEGIN instead would abort the caller's open transaction.
+        first = self._con.execute("SELECT txid_current()").fetchall()
+        second = self._con.execute("SELECT txid_current()").fetchall()
+        return bool(first == second)
+
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One transaction around the block: ours, or the caller's if one is open.
+
+        Inside the caller's transaction a failure must still leave nothing committable, so a
+        failing statement is run to put DuckDB's transaction into its aborted state.
+        """
+        ours = not self._in_transaction()
+        if ours:
+            self._con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self._forget_version()
+            if ours:
+                with contextlib.suppress(duckdb.Error):
+                    self._con.execute("ROLLBACK")
+            else:
+                with contextlib.suppress(duckdb.Error):
+                    self._con.execute("SELECT error('enclavesql: statement failed')")
+            raise
+        if ours:
+            self._con.execute("COMMIT")
+            self._epoch.bump()  # now other connections to the file can see the change
+
+    def _bump_version(self) -> None:
+        version = max(self._store.read_version(), self._high_water) + 1
+        self._store.write_version(version)
+        self._high_water = version
+        self._version = version
+        self._epoch.bump()
+
+    def _current_version(self) -> int:
+        epoch = self._epoch.value
+        if self._version is None or epoch != self._seen_epoch:
+            self._seen_epoch = epoch
+            self._version = self._store.read_version()
+        return self._version
+
+    def _forget_version(self) -> None:
+        """After a commit, rollback or failure: read the version again, here and in every
+        other connection to the same file."""
+        self._version = None
+        self._epoch.bump()
+
+    def commit(self) -> None:
+        with self._lock:
+            self._check_open()
+            try:
+                self._con.commit()
+            except duckdb.Error as error:
+                raise map_duckdb_error(error, redact=False) from None
+            finally:
+                self._forget_version()
+
+    def rollback(self) -> None:
+        with self._lock:
+            self._check_open()
+            try:
+                self._con.rollback()
+            except duckdb.TransactionException as error:
+                if "no transaction is active" not in str(error):
+                    raise map_duckdb_error(error, redact=False) from None
+            finally:
+                self._forget_version()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._snapshots.clear()
+                self.describe_cache.clear()
+                self._con.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # Execution.
+
+    def _run(self, sql: str, parameters: Sequence[object]) -> HostResult:
+        relation = self._con.sql(sql, params=list(parameters)) if parameters else self._con.sql(sql)
+        if relation is None:
+            return HostResult(None, (), -1, ())
+        types = tuple(str(t) for t in relation.types)
+        table = relation.to_arrow_table()
+        return HostResult(table, types, -1, ())
+
+    def execute(self, plan: Plan, parameters: Sequence[object] = ()) -> HostResult:
+        """Run a described statement with its (already encrypted) parameter values."""
+        with self._statement():
+            if plan.kind == "key_ddl" or plan.sql is None:
+                raise ProgrammingError("key DDL is applied with apply_key_ddl, not executed")
+            if len(parameters) != len(plan.parameters):
+                raise ProgrammingError(
+                    f"the statement has {len(plan.parameters)} parameter marker(s) (?) but "
+                    f"{len(parameters)} value(s) were given"
+                )
+            redact = bool(plan.required_keys)
+            try:
+                if plan.kind == "ddl" and plan.catalog_changes:
+                    # Encryption metadata and the DuckDB DDL commit or roll back together.
+                    self._check_version(plan)
+                    with self._atomic():
+                        self._store.apply(plan.catalog_changes)
+                        self._run(plan.sql, parameters)
+                        self._bump_version()
+                    return HostResult(None, (), -1, ())
+                result = self._run(plan.sql, parameters)
+                if plan.kind == "ddl" or (
+                    plan.kind == "other" and _first_word(plan.sql) not in _SCHEMA_NEUTRAL
+                ):
+                    # Plaintext DDL (possibly on an attached database, which DuckDB will not
+                    # write in the same transaction as the catalog): bump the version after it.
+                    self._bump_version()
+                    if plan.kind == "ddl":
+                        return HostResult(None, (), -1, ())
+            except duckdb.Error as error:
+                self._forget_version()
+                raise map_duckdb_error(error, redact=redact) from None
+            if plan.kind == "other":
+                # BEGIN, COMMIT, ROLLBACK, ATTACH …: what this transaction sees may have changed.
+                self._forget_version()
+            if plan.kind == "other" and _first_word(plan.sql) in _TRANSACTION_CONTROL:
+                return HostResult(None, (), -1, ())
+            if (
+                plan.kind == "dml"
+                and result.table is not None
+                and result.table.column_names == ["Count"]
+                and not _RETURNING.search(plan.sql)
+            ):
+                count = result.table.column(0).to_pylist()
+                return HostResult(None, (), int(count[0]) if count else 0, ())
+            return HostResult(result.table, result.column_types, -1, plan.result_columns)
+
+    def _check_version(self, plan: Plan) -> None:
+        if plan.catalog_version != self._current_version():
+            raise OperationalError(
+                "the catalog changed after the statement was described; describe it again"
+            )
+
+    def execute_many(self, plan: Plan, parameters: pa.Table | Sequence[Sequence[object]]) -> int:
+        """Run a DML statement once per parameter row, atomically, and return the affected row
+        count. ``parameters`` is an Arrow table (column ``p<j>`` for the j-th ?), where an
+        INSERT … VALUES runs as one Arrow scan, or a list of rows, run one by one."""
+        with self._statement():
+            if plan.kind != "dml" or plan.sql is None:
+                raise ProgrammingError(
+                    "executemany runs INSERT, UPDATE and DELETE statements; use execute for "
+                    "other statements"
+                )
+            table = parameters if isinstance(parameters, pa.Table) else None
+            rows = None if table is not None else [list(row) for row in parameters]
+            width = (
+                table.num_columns
+                if table is not None
+                else (len(rows[0]) if rows else len(plan.parameters))
+            )
+            if width != len(plan.parameters) or any(len(r) != width for r in rows or ()):
+                raise ProgrammingError(
+                    f"the statement has {len(plan.parameters)} parameter marker(s) (?) but "
+                    "the rows have another number of values"
+                )
+            if (table.num_rows if table is not None else len(rows or ())) == 0:
+                return 0
+            view = f"__enclavesql_batch_{next(_view_numbers)}"
+            rewritten = rewrite_values_insert(plan.sql, view) if table is not None else None
+            try:
+                if rewritten is not None and table is not None:
+                    with self._registered(view, table), self._atomic():
+                        return self._insert_from_view(rewritten, view, table)
+                with self._atomic():
+                    total = 0
+                    for row in rows if rows is not None else _rows_of(table):
+                        result = self._run(plan.sql, row)
+                        if result.table is not None and result.table.column_names == ["Count"]:
+                            total += int(result.table.column(0)[0].as_py())
+                    return total
+            except duckdb.Error as error:
+                raise map_duckdb_error(error, redact=bool(plan.required_keys)) from None
+
+    def _insert_from_view(self, sql: str, view: str, data: pa.Table) -> int:
+        """Run ``sql``, which reads ``view``, with ``data`` registered under that name. The
+        caller's transaction is ended before the view is dropped (see _registered)."""
+        rows = self._con.execute(sql).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    @contextlib.contextmanager
+    def _registered(self, view: str, data: pa.Table) -> Iterator[None]:
+        # Registered outside the transaction: unregistering inside an aborted one would fail
+        # and hide the error that aborted it.
+        self._con.register(view, data)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                self._con.unregister(view)
+
+    def apply_key_ddl(self, plan: Plan, changes: Sequence[CatalogChange]) -> None:
+        """Apply key DDL ``changes`` (the client's completion of ``plan``) in one transaction."""
+        with self._statement():
+            if plan.kind != "key_ddl":
+                raise ProgrammingError("apply_key_ddl takes the plan of a key DDL statement")
+            if [type(c) for c in changes] != [type(c) for c in plan.catalog_changes]:
+                raise ProgrammingError("the completed key DDL does not match its plan")
+            self._check_version(plan)
+            try:
+                with self._atomic():
+                    self._store.apply(changes)
+                    self._bump_version()
+            except duckdb.Error as error:
+                raise map_duckdb_error(error, redact=False) from None
+
+    def append_arrow(self, table: str, data: pa.Table) -> int:
+        """Append ``data`` (columns named as the table's; ciphertext for encrypted columns) to
+        ``table`` in one statement. Returns the row count."""
+        with self._statement():
+            info = self._snapshot_at(self._current_version()).table(table)
+            known = {c.name.casefold() for c in info.columns}
+            for name in data.column_names:
+                if name.casefold() not in known:
+                    info.column(name)  # raises ProgrammingError naming the column
+            columns = ", ".join(_quote(n) for n in data.column_names)
+            view = f"__enclavesql_append_{next(_view_numbers)}"
+            sql = (
+                f"INSERT INTO {_quote(info.name)} ({columns}) SELECT {columns} FROM {_quote(view)}"
+            )
+            try:
+                with self._registered(view, data), self._atomic():
+                    return self._insert_from_view(sql, view, data)
+            except duckdb.Error as error:
+                raise map_duckdb_error(error, redact=info.encrypted) from None
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters for tests and benchmarks: describe cache hits and misses, snapshot builds."""
+        return {
+            "describe_hits": self.describe_cache.hits,
+            "describe_misses": self.describe_cache.misses,
+            "snapshot_builds": self.snapshot_builds,
+        }
