@@ -8,9 +8,10 @@ does no crypto, holds no keys, and its error messages name the column and type, 
 from __future__ import annotations
 
 import decimal
+import functools
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,27 @@ _GUID_ORDER = np.array([3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15])
 _INT32_LIMIT = 2**31 - 1
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _detach_suppressed(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """DataErrors leave without the context they were raised ``from None`` over: that Arrow or
+    codec error can quote the value, and the exception object would keep it alive."""
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return function(*args, **kwargs)
+        except DataError as error:
+            if error.__suppress_context__:
+                error.__context__ = None
+            raise
+
+    return wrapper
+
+
+@_detach_suppressed
 def normalize(values: Any, sql_type: SqlType | str, *, column: str | None = None) -> pa.Array:
     """Serialize plaintext values to rule v1 bytes, one binary cell per value; nulls stay null.
 
@@ -83,6 +105,7 @@ def normalize(values: Any, sql_type: SqlType | str, *, column: str | None = None
     return _binary_from_matrix(matrix, valid)
 
 
+@_detach_suppressed
 def denormalize(cells: Any, sql_type: SqlType | str, *, column: str | None = None) -> pa.Array:
     """Parse rule v1 plaintext bytes back into values of `sql_type.arrow_type`; nulls stay null.
 
@@ -163,6 +186,10 @@ def _coerce(values: Any, sql_type: SqlType, where: str) -> pa.Array:
         if values.type.byte_width == 16:
             return pa.ExtensionArray.from_storage(pa.uuid(), values)
     try:
+        if pa.types.is_floating(target) and pa.types.is_decimal(values.type):
+            # Arrow's decimal-to-float cast can miss by one ulp; its text-to-float parse rounds
+            # correctly, as DuckDB does for a literal such as 390462361538.3544.
+            values = pc.cast(values, pa.string())
         return pc.cast(values, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         # Arrow's own message can quote a value, so it is not chained.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import Error
+from engine.repl.history import open_history
 from engine.repl.options import open_connection, parse_options
 from engine.repl.shell import Shell, error_line
 from engine.repl.statements import is_complete
@@ -53,7 +54,7 @@ def should_submit(text: str) -> bool:
 
 def _session(shell: Shell, history_file: Path) -> Any:
     from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.history import InMemoryHistory
     from prompt_toolkit.key_binding import KeyBindings
     from prompt_toolkit.lexers import PygmentsLexer
     from pygments.lexers.sql import SqlLexer
@@ -77,7 +78,8 @@ def _session(shell: Shell, history_file: Path) -> Any:
     try:
         history_file.parent.mkdir(parents=True, exist_ok=True)
         history_file.touch(exist_ok=True)
-        history = FileHistory(str(history_file))
+        # Input that holds a literal aimed at an encrypted column never reaches the file.
+        history = open_history(str(history_file), shell.catalog)
     except OSError:
         # A read-only home must not stop the shell; history then lasts for this session only.
         history = InMemoryHistory()

@@ -492,24 +492,29 @@ def parse_statements(sql_text: str) -> list[exp.Expr]:
     ...
     engine.errors.ProgrammingError: syntax error at line 2, column 13: ...
     """
+    failure: ProgrammingError | None = None
     try:
         statements = _DIALECT.parse(sql_text)
     except ParseError as error:
         detail = error.errors[0] if error.errors else {}
         description = _scrub(str(detail.get("description") or "invalid SQL"), sql_text)
-        raise ProgrammingError(
+        failure = ProgrammingError(
             f"syntax error at line {detail.get('line')}, column {detail.get('col')}: {description}"
-        ) from None
+        )
     except TokenError:
-        raise ProgrammingError(
+        failure = ProgrammingError(
             "syntax error: the statement could not be tokenized; "
             "check for an unterminated string or quoted name"
-        ) from None
+        )
     except RecursionError:
         # Found by tests/fuzz: deep nesting (or long runs of unary operators) exhausts the stack.
-        raise ProgrammingError(
+        failure = ProgrammingError(
             "the statement is nested too deeply to parse; simplify its expressions"
-        ) from None
+        )
+    if failure is not None:
+        # Raised here, not in a handler: sqlglot's errors quote the statement, literals
+        # included, and would otherwise live on as the hidden __context__ of ours.
+        raise failure
     parsed = [statement for statement in statements if statement is not None]
     _remember_source_text(sql_text, parsed)
     return parsed

@@ -356,3 +356,13 @@ def test_unsupported_types_raise_not_supported(declared: str) -> None:
 def test_module_doctests_pass() -> None:
     result = doctest.testmod(engine.client.normalization)
     assert result.attempted > 0 and result.failed == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-(10**18), 10**18), st.integers(0, 18))
+def test_a_decimal_literal_becomes_the_double_duckdb_reads(digits: int, scale: int) -> None:
+    """A literal such as 390462361538.3544 arrives as a Decimal; it must give the same double
+    as DuckDB's own parse of the text (Arrow's decimal-to-float cast can miss by one ulp)."""
+    text = str(Decimal(digits).scaleb(-scale))
+    expected = duckdb.execute(f"SELECT CAST('{text}' AS DOUBLE)").fetchone()[0]
+    assert normalize([Decimal(text)], "DOUBLE").to_pylist() == [struct.pack("<d", expected)]
