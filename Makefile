@@ -10,11 +10,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NATIVE_INPUTS := $(wildcard native/include/*.h native/src/*.c native/src/*.h) \
                  enclave/build_enclave.py setup.py pyproject.toml
-SYSTEM_PACKAGES := softhsm2 tmux
+SYSTEM_PACKAGES := softhsm2 tmux valgrind
 SF ?= 0.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench fuzz native-test system-deps install clean
+.PHONY: demo test bench fuzz native-test lint system-deps install clean
 
 install: $(STAMP)
 
@@ -37,10 +37,17 @@ system-deps:
 	  fi; \
 	fi
 
+# The C tests under ASan and UBSan with a bounded fuzz run, then under valgrind when installed.
 native-test:
 	$(MAKE) -C native test
+	$(MAKE) -C native valgrind
 
-test: system-deps $(STAMP) native-test
+# The house tooling: ruff on everything, mypy strict on the two packages.
+lint: $(STAMP)
+	$(PY) -m ruff check engine enclave bench tests sql_examples
+	$(PY) -m mypy engine enclave
+
+test: system-deps $(STAMP) native-test lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
