@@ -33,9 +33,16 @@ def may_remember(text: str, catalog: CatalogSnapshot) -> bool:
     (True, True)
     >>> may_remember("CREATE TABLE t (a INT ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = k)); x", empty)
     False
+    >>> may_remember(".explain CREATE TABLE t (a INT ENCRYPTED WITH (X = 1))", empty)
+    False
     """
-    if text.lstrip().startswith("."):
-        return True
+    stripped = text.lstrip()
+    if stripped.startswith("."):
+        # Only .explain carries SQL; its statement is judged like one typed at the prompt.
+        command, _, argument = stripped.partition(" ")
+        if command.casefold() != ".explain" or not argument.strip():
+            return True
+        text = argument
     try:
         plans = describe_sql(text, catalog, enclave_available=False)
     except Exception:  # noqa: BLE001 - any failure to describe means "cannot tell"

@@ -274,3 +274,17 @@ def test_history_keeps_what_holds_no_encrypted_literal(tmp_path: Path, key_dir: 
 def test_doctests(name: str) -> None:
     results = doctest.testmod(importlib.import_module(name))
     assert results.attempted > 0 and results.failed == 0
+
+
+def test_explain_of_a_lifted_literal_stays_out_of_history() -> None:
+    from engine.repl.history import may_remember
+    from tests.sql.fixtures.catalog import CATALOG
+
+    table = next(t for t in CATALOG.tables if t.encrypted)
+    column = next(
+        c for c in table.columns if c.encryption and c.encryption.encryption_type == "DETERMINISTIC"
+    )
+    statement = f"SELECT 1 FROM {table.name} WHERE {column.name} = 'CANARY-EXPLAIN'"
+    assert not may_remember(statement, CATALOG)
+    assert not may_remember(".explain " + statement, CATALOG)
+    assert may_remember(".explain SELECT 42", CATALOG)
