@@ -13,6 +13,7 @@ import importlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -92,8 +93,17 @@ class EnclaveGateway:
     ) -> tuple[int, bytes]:
         """Ask the enclave for a session bound to the client's nonce and ECDH key.
 
-        Returns (session_id, evidence); the evidence goes back to the client unchanged.
+        Returns (session_id, evidence); the evidence goes back to the client unchanged. The
+        platform directory is created (owner-only) when missing, as on a fresh machine; the
+        enclave creates the simulated platform key inside it.
         """
+        try:
+            Path(platform_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as error:
+            raise OperationalError(
+                f"the enclave platform directory {os.fspath(platform_dir)} cannot be created "
+                f"({error.strerror}); set ENCLAVESQL_PLATFORM_DIR to a writable folder"
+            ) from None
         session_id, evidence = self._binding.open_session(
             bytes(nonce), bytes(client_ecdh_public), os.fspath(platform_dir)
         )
