@@ -1,8 +1,9 @@
 """`enclavesql keys`: create column master keys and column encryption keys, print their T-SQL.
 
 It creates CMKs (a PEM file, or a key pair generated on a PKCS#11 token), wraps fresh CEKs and
-rewraps CEKs for rotation, printing CREATE/ALTER statements on stdout and notes on stderr. It must
-never print key bytes or a PIN, and it reports failures as one line naming the PEP 249 class.
+rewraps CEKs for rotation, printing CREATE/ALTER statements on stdout and notes on stderr; on a
+database it rotates CMKs and CEKs (engine.rotation). It must never print key bytes or a PIN,
+and it reports failures as one line naming the PEP 249 class.
 """
 
 from __future__ import annotations
@@ -93,6 +94,50 @@ def _parser() -> argparse.ArgumentParser:
     rewrap.add_argument("--new-provider", required=True)
     rewrap.add_argument("--new-key-path", required=True)
     rewrap.add_argument("--key-dir", help="directory that relative PEM key paths resolve against")
+
+    rotate_cmk = commands.add_parser(
+        "rotate-cmk",
+        help="on a database: move CEKs to a new CMK (ADD VALUE, check, DROP VALUE), atomically",
+    )
+    rotate_cmk.add_argument("--database", required=True, help="the EnclaveSQL database file")
+    which = rotate_cmk.add_mutually_exclusive_group(required=True)
+    which.add_argument("--cek", action="append", help="a CEK to rotate (repeatable)")
+    which.add_argument("--from-cmk", help="rotate every CEK that this CMK wraps")
+    rotate_cmk.add_argument("--to-cmk", required=True, help="the new CMK (already created)")
+    rotate_cmk.add_argument(
+        "--keep-old",
+        action="store_true",
+        help="stop after ADD VALUE, so that clients can move over before the old value goes",
+    )
+    rotate_cmk.add_argument("--key-dir", help="directory that relative PEM keys resolve against")
+
+    rotate_cek = commands.add_parser(
+        "rotate-cek", help="on a database: re-encrypt one column under another CEK, atomically"
+    )
+    rotate_cek.add_argument("--database", required=True, help="the EnclaveSQL database file")
+    rotate_cek.add_argument("--table", required=True)
+    rotate_cek.add_argument("--column", required=True)
+    rotate_cek.add_argument("--to", required=True, dest="to_cek", help="the new CEK")
+    rotate_cek.add_argument(
+        "--encryption-type",
+        choices=["DETERMINISTIC", "RANDOMIZED"],
+        type=str.upper,
+        help="the new encryption type (default: keep the column's)",
+    )
+    rotate_cek.add_argument(
+        "--path",
+        choices=["auto", "client", "enclave"],
+        default="auto",
+        help="where re-encryption runs (default auto: the enclave when it can, else the client)",
+    )
+    rotate_cek.add_argument(
+        "--attestation-protocol",
+        choices=["none", "service"],
+        help="open an enclave session for the enclave path ('none': unattested, development)",
+    )
+    rotate_cek.add_argument("--attestation-url", help="the attestation service (with 'service')")
+    rotate_cek.add_argument("--progress", action="store_true", help="show a progress bar")
+    rotate_cek.add_argument("--key-dir", help="directory that relative PEM keys resolve against")
     return parser
 
 
@@ -188,13 +233,62 @@ def _rewrap(args: argparse.Namespace) -> None:
     print("ADD VALUE (\n" + _value_clause(args.new_cmk_name, rewrapped) + "\n);")
 
 
+def _rotate_cmk(args: argparse.Namespace) -> None:
+    from engine.connection import connect
+    from engine.rotation import rotate_cmk
+
+    with connect(args.database, key_dir=args.key_dir) as con:
+        names = args.cek or list(con._current_snapshot().ceks_using_cmk(args.from_cmk))
+        if not names:
+            raise ProgrammingError(
+                f"column master key {args.from_cmk} wraps no column encryption key"
+            )
+        for name in names:
+            for statement in rotate_cmk(con, name, args.to_cmk, drop_old=not args.keep_old):
+                print(statement + ";")
+    if args.keep_old:
+        print(
+            "-- note: both values are kept; finish with ALTER COLUMN ENCRYPTION KEY ... DROP "
+            "VALUE once every client can reach the new column master key",
+            file=sys.stderr,
+        )
+
+
+def _rotate_cek(args: argparse.Namespace) -> None:
+    from engine.connection import connect
+    from engine.rotation import rotate_cek
+
+    with connect(
+        args.database,
+        key_dir=args.key_dir,
+        attestation_protocol=args.attestation_protocol,
+        attestation_url=args.attestation_url,
+    ) as con:
+        result = rotate_cek(
+            con,
+            args.table,
+            args.column,
+            args.to_cek,
+            path=args.path,
+            encryption_type=args.encryption_type,
+            progress=True if args.progress else None,
+        )
+    print(result)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `enclavesql keys ARGS`; 0 on success, 1 on an error, 2 on a usage error."""
     try:
         args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exit_request:  # argparse's usage errors and --help
         return exit_request.code if isinstance(exit_request.code, int) else 2
-    handlers = {"create-cmk": _create_cmk, "create-cek": _create_cek, "rewrap": _rewrap}
+    handlers = {
+        "create-cmk": _create_cmk,
+        "create-cek": _create_cek,
+        "rewrap": _rewrap,
+        "rotate-cmk": _rotate_cmk,
+        "rotate-cek": _rotate_cek,
+    }
     try:
         handlers[args.command](args)
     except Error as error:

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from engine.host.host import Host, HostResult
 from engine.sql.catalog import CatalogSnapshot
-from engine.sql.plan import CatalogChange, Plan
+from engine.sql.plan import CatalogChange, EnclaveExecution, Plan
 
 __all__ = ["Call", "RecordingHost"]
 
@@ -62,9 +62,22 @@ class RecordingHost:
         self._record("describe", sql)
         return self.host.describe(sql)
 
-    def execute(self, plan: Plan, parameters: Sequence[object] = ()) -> HostResult:
-        self._record("execute", plan, tuple(parameters))
-        return self.host.execute(plan, parameters)
+    def execute(
+        self,
+        plan: Plan,
+        parameters: Sequence[object] = (),
+        enclave: EnclaveExecution | None = None,
+    ) -> HostResult:
+        self._record("execute", plan, tuple(parameters), enclave)
+        return self.host.execute(plan, parameters, enclave)
+
+    def enable_enclave(self) -> bool:
+        self._record("enable_enclave")
+        return self.host.enable_enclave()
+
+    def enclave_gateway(self) -> Any:
+        self._record("enclave_gateway")
+        return self.host.enclave_gateway()
 
     def execute_many(self, plan: Plan, parameters: Any) -> int:
         self._record("execute_many", plan, parameters)
@@ -73,6 +86,18 @@ class RecordingHost:
     def apply_key_ddl(self, plan: Plan, changes: Sequence[CatalogChange]) -> None:
         self._record("apply_key_ddl", plan, tuple(changes))
         self.host.apply_key_ddl(plan, changes)
+
+    def rewrite_column(self, change: Any, transform: Any, **options: Any) -> int:
+        self._record("rewrite_column", change)
+
+        def recorded(values: Any) -> Any:
+            # Each batch the host hands out and what it gets back (cells, except when the
+            # column is or becomes plaintext).
+            result = transform(values)
+            self._record("rewrite_column_batch", values, result)
+            return result
+
+        return self.host.rewrite_column(change, recorded, **options)
 
     def append_arrow(self, table: str, data: pa.Table) -> int:
         self._record("append_arrow", table, data)
