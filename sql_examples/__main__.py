@@ -11,8 +11,10 @@ import argparse
 import contextlib
 import importlib
 import io
+import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +29,7 @@ from engine.repl.statements import split_statements
 EXAMPLES = Path(__file__).resolve().parent
 EXPECT_ERROR = re.compile(r"^--\s*expect-error:\s*(\w+)\s*$", re.MULTILINE)
 CMK_FILE = "clinic_cmk.pem"
+NEXT_CMK_FILE = "clinic_cmk_2027.pem"  # the master key that 10_rotation.sql rotates to
 RULE = "─" * 78
 
 
@@ -111,6 +114,61 @@ def show_what_the_host_sees(database: Path) -> None:
         shell.execute(statement)
 
 
+def start_attestation_service(workspace: Path) -> tuple[str, subprocess.Popen[str]]:
+    """Writes a policy that allows exactly this build's enclave and starts the attestation
+    service on loopback as its own process; returns its URL and the process."""
+    from enclave.binding import enclave_info
+
+    info = enclave_info()
+    policy = {"allowed_measurements": [info.measurement.hex()], "min_svn": info.svn}
+    policy_path = workspace / "policy.json"
+    policy_path.write_text(json.dumps(policy, indent=2) + "\n", encoding="utf-8")
+    _say("\n$ enclavesql enclave-info --json")
+    _say(json.dumps({"measurement": info.measurement.hex(), "svn": info.svn, "debug": info.debug}))
+    _say(f"$ enclavesql attestation-service --policy {_shown(policy_path)} --port 0 &")
+    log = (workspace / "attestation-service.log").open("w", encoding="utf-8")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "attestation-service",
+            "--policy",
+            str(policy_path),
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    if not url:
+        process.kill()
+        raise SystemExit(f"the attestation service did not start; see {log.name}")
+    _say(f"listening on {url}")
+    return url, process
+
+
+def _shown(path: Path) -> Path:
+    """A path relative to the working directory when it lies below it, for printed commands."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
+def _show_attestation(connection: Any) -> None:
+    summary = getattr(connection, "attestation_summary", None)
+    if summary is None:
+        return
+    facts = summary()
+    if facts is None:
+        return
+    _say(
+        f"attested enclave: measurement {getattr(facts, 'measurement', '?')}, "
+        f"svn {getattr(facts, 'svn', '?')}, token expires {getattr(facts, 'expires_at', '?')}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sql_examples", description=__doc__)
     parser.add_argument("--workspace", default="demo", help="folder for keys and the database")
@@ -146,25 +204,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     # The key tool prints the CREATE statement; its signature is long, so show its start only.
     _say(re.sub(r"(SIGNATURE = 0x[0-9A-F]{16})[0-9A-F]+", r"\1…", printed.getvalue()).rstrip())
+    with contextlib.redirect_stdout(io.StringIO()):
+        key_tool(
+            [
+                "create-cmk",
+                "--name",
+                "clinic_cmk_2027",
+                "--provider",
+                "PEM_FILE",
+                "--key-path",
+                NEXT_CMK_FILE,
+                "--key-dir",
+                str(keys),
+            ]
+        )
+    _say(f"(and {NEXT_CMK_FILE}, the master key the rotation example moves to)")
     if status != 0:
         return status
 
-    with engine.connect(database, key_dir=keys) as connection:
-        shell = Shell(connection, mode="table", max_rows=8, out=sys.stdout, err=sys.stdout)
-        for path in example_scripts():
-            _say(f"\n{RULE}\n{path.name}: {_title(path)}\n{RULE}")
-            if path.suffix == ".sql":
-                run_sql_script(connection, shell, path)
-            else:
-                run_python_script(connection, path)
-        connection.commit()
+    url, service = start_attestation_service(workspace)
+    try:
+        with engine.connect(
+            database, key_dir=keys, attestation_protocol="service", attestation_url=url
+        ) as connection:
+            shell = Shell(connection, mode="table", max_rows=10, out=sys.stdout, err=sys.stdout)
+            for path in example_scripts():
+                _say(f"\n{RULE}\n{path.name}: {_title(path)}\n{RULE}")
+                if path.suffix == ".sql":
+                    run_sql_script(connection, shell, path)
+                else:
+                    run_python_script(connection, path)
+            _show_attestation(connection)
+            connection.commit()
+    finally:
+        service.terminate()
+        service.wait(timeout=10)
     show_what_the_host_sees(database)
 
     elapsed = time.perf_counter() - started
     _say(f"\n{RULE}\nDone in {elapsed:.1f} s. Open the REPL on the demo database:")
-    relative = database.relative_to(Path.cwd()) if database.is_relative_to(Path.cwd()) else database
-    relative_keys = keys.relative_to(Path.cwd()) if keys.is_relative_to(Path.cwd()) else keys
-    _say(f"    .venv/bin/enclavesql {relative} --key-dir {relative_keys}\n{RULE}")
+    _say(f"    .venv/bin/enclavesql {_shown(database)} --key-dir {_shown(keys)}")
+    _say("  add --attestation-protocol none for enclave queries without a service (development),")
+    _say(
+        f"  or start the service again: .venv/bin/enclavesql attestation-service --policy "
+        f"{_shown(workspace / 'policy.json')} --port 4545"
+    )
+    _say("  and pass --attestation-protocol service --attestation-url http://127.0.0.1:4545")
+    _say(RULE)
     return 0
 
 

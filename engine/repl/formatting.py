@@ -163,7 +163,7 @@ def _render_table(result: ResultSet) -> str:
     lines += [line(row, numeric) for row in cells]
     lines.append(rule("└", "┴", "┘"))
     if result.more_rows:
-        lines.append(f"… {result.more_rows} more rows")
+        lines.append(f"… {_plural(result.more_rows, 'more row')}")
     total = len(result.rows) + result.more_rows
     footer = _plural(total, "row")
     if any(result.is_encrypted(index) for index in range(len(headers))):

@@ -25,6 +25,11 @@ def test_every_example_runs_and_the_host_view_is_ciphertext(tmp_path: Path) -> N
         assert f"{script.name}:" in output
     # The point lookup found the inserted row by its encrypted ssn and decrypted it.
     assert "Ada Lovelace" in output and "1815-12-10" in output
+    # The connection attested the enclave through the service the demo started on loopback, and
+    # the enclave examples (range, LIKE, ORDER BY, aggregates, rotation) produced results.
+    assert "listening on http://127.0.0.1:" in output
+    assert "attested enclave: measurement" in output
+    assert "high_earners" in output and "average_salary" in output
     # Refusals are reported, with the PEP 249 class that the script expects.
     assert output.count("refused as expected") == 2
     # Without column encryption the sensitive columns come back as ciphertext.
