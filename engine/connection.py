@@ -9,11 +9,12 @@ DuckDB itself, so that the host can later move to another process unchanged.
 from __future__ import annotations
 
 import os
+import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from engine import errors
 from engine.cursor import Cursor
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from engine.client.client import Client, PreparedStatement
     from engine.client.keystores.base import KeyStoreProvider
+    from engine.rotation import AlterColumnResult, EnclaveContext
     from engine.sql.catalog import CatalogSnapshot, TableInfo
     from engine.sql.plan import CatalogChange, Plan
 
@@ -33,6 +35,8 @@ ATTESTATION_PROTOCOLS = (None, "none", "service")
 BULK_BATCH_ROWS = 65_536
 # A load this large shows a progress bar by itself when stderr is a terminal.
 PROGRESS_THRESHOLD_ROWS = 1_000_000
+# Statements that may be an in-place ALTER COLUMN (engine.rotation checks them properly).
+_ALTER_COLUMN = re.compile(r"\bALTER\s+TABLE\b.*\bALTER\s+COLUMN\b", re.IGNORECASE | re.DOTALL)
 
 
 class HostInterface(Protocol):
@@ -45,6 +49,9 @@ class HostInterface(Protocol):
     def execute_many(self, plan: Plan, parameters: Any) -> int: ...
     def apply_key_ddl(self, plan: Plan, changes: Sequence[CatalogChange]) -> None: ...
     def append_arrow(self, table: str, data: pa.Table) -> int: ...
+    def rewrite_column(
+        self, change: Any, transform: Any, *, batch_rows: int = ..., progress: Any = ...
+    ) -> int: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
     def close(self) -> None: ...
@@ -86,13 +93,21 @@ class Connection:
         *,
         attestation_protocol: str | None = None,
         attestation_url: str | None = None,
+        enclave_measurements: Iterable[str] | None = None,
     ) -> None:
         self._host = host
         self._client = client
         self.attestation_protocol = attestation_protocol
         self.attestation_url = attestation_url
+        self.enclave_measurements = (
+            tuple(enclave_measurements) if enclave_measurements is not None else None
+        )
         self._snapshot: CatalogSnapshot | None = None
         self._closed = False
+        # The enclave is loaded now; the session is only opened (and attested) by the first
+        # statement that needs it, so connections that never use it pay nothing.
+        enable = getattr(host, "enable_enclave", None)
+        self._enclave = bool(attestation_protocol is not None and enable is not None and enable())
 
     # PEP 249.
 
@@ -106,8 +121,27 @@ class Connection:
 
     @property
     def enclave_available(self) -> bool:
-        """Whether enclave computations can run; always False until enclave queries arrive."""
-        return False
+        """Whether enclave computations can run: attestation_protocol is set and the native
+        enclave is built. The session itself opens on the first statement that needs it."""
+        return self._enclave
+
+    def attestation_summary(self) -> Any:
+        """The AttestationSummary of this connection's enclave session, or None before the
+        first enclave statement (and without attestation_protocol)."""
+        session = self._client.current_enclave_session
+        return session.attestation_summary() if session is not None else None
+
+    def _enclave_session(self) -> Any:
+        from enclave.attestation.platform import default_platform_dir
+
+        assert self.attestation_protocol is not None
+        return self._client.enclave_session(
+            self._host.enclave_gateway(),  # type: ignore[attr-defined]
+            protocol=self.attestation_protocol,
+            platform_dir=default_platform_dir(),
+            attestation_url=self.attestation_url,
+            expected_measurements=self.enclave_measurements,
+        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -166,7 +200,7 @@ class Connection:
 
     def _prepare(self, text: str) -> tuple[PreparedStatement, Plan, CatalogSnapshot]:
         snapshot = self._current_snapshot()
-        prepared = self._client.prepare(text, snapshot)
+        prepared = self._client.prepare(text, snapshot, enclave_available=self._enclave)
         host_plan = self._host.describe(prepared.host_text)
         self._client.check_host_plan(prepared, host_plan)
         return prepared, host_plan, snapshot
@@ -186,6 +220,13 @@ class Connection:
         return result
 
     def _run_one(self, text: str, parameters: Sequence[object]) -> StatementResult:
+        explained = _EXPLAIN.match(text)
+        if explained is not None:
+            return self._explain_result(text[explained.end() :], parameters)
+        if _ALTER_COLUMN.search(text):
+            done = self._alter_column_in_place(text, parameters)
+            if done is not None:
+                return done
         prepared, host_plan, snapshot = self._prepare(text)
         if host_plan.kind == "key_ddl":
             if parameters:
@@ -193,8 +234,15 @@ class Connection:
             changes = self._client.complete_key_ddl(prepared, snapshot)
             self._host.apply_key_ddl(host_plan, changes)
             return StatementResult(None, (), -1)
-        values = self._client.parameter_values(prepared, parameters, snapshot)
-        outcome = self._host.execute(host_plan, values)
+        if host_plan.enclave_operations:
+            session = self._enclave_session()
+            enclave = self._client.enclave_values(prepared, parameters, snapshot, session)
+            outcome = self._host.execute(  # type: ignore[call-arg]
+                host_plan, enclave.values, enclave=enclave.execution
+            )
+        else:
+            values = self._client.parameter_values(prepared, parameters, snapshot)
+            outcome = self._host.execute(host_plan, values)
         if outcome.table is None:
             return StatementResult(None, (), outcome.rowcount)
         table = self._client.decrypt(prepared, outcome.table, snapshot)
@@ -213,7 +261,8 @@ class Connection:
         if len(statements) != 1:
             raise ProgrammingError("executemany takes exactly one statement")
         prepared, host_plan, snapshot = self._prepare(statements[0])
-        if host_plan.kind != "dml":
+        # Each execution of a statement with enclave operations needs its own package.
+        if host_plan.kind != "dml" or host_plan.enclave_operations:
             result = StatementResult(None, (), -1)
             for row in rows:
                 result = self._run_one(statements[0], row)
@@ -223,6 +272,46 @@ class Connection:
         columns = self._client.parameter_columns(prepared, rows, snapshot)
         count = self._host.execute_many(host_plan, columns)
         return StatementResult(None, (), count)
+
+    def _alter_column_in_place(
+        self, text: str, parameters: Sequence[object]
+    ) -> StatementResult | None:
+        """ALTER TABLE … ALTER COLUMN that encrypts, re-encrypts or decrypts in place (see
+        docs/rotation.md), or None when the statement is something else."""
+        from engine.rotation import run_column_change
+        from engine.sql.alter_column_encryption import describe_alter_column_encryption_sql
+
+        change = describe_alter_column_encryption_sql(text, self._current_snapshot())
+        if change is None:
+            return None
+        if parameters:
+            raise ProgrammingError("ALTER TABLE … ALTER COLUMN takes no parameters")
+        return StatementResult(None, (), run_column_change(self, change, text).rows)
+
+    def alter_column_encryption(
+        self,
+        sql: str,
+        *,
+        allow_decryption: bool = False,
+        path: Literal["auto", "client", "enclave"] = "auto",
+        enclave: EnclaveContext | None = None,
+        progress: bool | Callable[[int], None] | None = None,
+        batch_rows: int = 65_536,
+    ) -> AlterColumnResult:
+        """Run ``ALTER TABLE t ALTER COLUMN c <type> [ENCRYPTED WITH (…)]`` in place and return
+        an ``engine.rotation.AlterColumnResult`` that says which path ran (docs/rotation.md).
+        Decrypting a column needs ``allow_decryption=True``."""
+        from engine.rotation import alter_column_encryption
+
+        return alter_column_encryption(
+            self,
+            sql,
+            allow_decryption=allow_decryption,
+            path=path,
+            enclave=enclave,
+            progress=progress,
+            batch_rows=batch_rows,
+        )
 
     def explain(self, sql: str) -> str:
         """Where each statement of ``sql`` runs and which values the client encrypts or
@@ -269,7 +358,56 @@ class Connection:
                         f"  column {column.name}: decrypted by the client "
                         f"({column.target.label}, {column.target.encryption_type})"
                     )
+            for operation in plan.enclave_operations:
+                lines.append(
+                    f"  enclave: {operation.construct} on {operation.target.label} "
+                    f"(key {operation.target.cek_name}, authorized per query)"
+                )
         return "\n".join(lines)
+
+    def explain_operations(self, sql: str) -> list[tuple[str, str, str]]:
+        """One ``(operation, column, where)`` row per operation on an encrypted column of
+        ``sql``, where ``where`` is "duckdb plaintext", "duckdb deterministic ciphertext" or
+        "enclave". Nothing is executed, and no literal value is shown.
+
+        >>> con = connect(":memory:")
+        >>> con.explain_operations("SELECT 1 AS one")
+        [('query', '', 'duckdb plaintext')]
+        >>> con.close()
+        """
+        self._check_open()
+        rows: list[tuple[str, str, str]] = []
+        for text in self._client.split(sql):
+            plan = self._prepare(text)[0].plan
+            for spec in plan.parameters:
+                target = spec.target
+                if target is not None and target.encryption_type == "DETERMINISTIC":
+                    rows.append(
+                        (
+                            "compare or write a value",
+                            target.label,
+                            "duckdb deterministic ciphertext",
+                        )
+                    )
+            for operation in plan.enclave_operations:
+                rows.append((operation.construct, operation.target.label, "enclave"))
+        unique = list(dict.fromkeys(rows))
+        return unique or [("query", "", "duckdb plaintext")]
+
+    def _explain_result(self, sql: str, parameters: Sequence[object]) -> StatementResult:
+        import pyarrow as pa
+
+        if parameters:
+            raise ProgrammingError("EXPLAIN takes no parameters; it never runs the statement")
+        rows = self.explain_operations(sql)
+        columns = list(zip(*rows, strict=True))
+        table = pa.table(
+            {
+                name: pa.array(list(values), pa.string())
+                for name, values in zip(("operation", "column", "where"), columns, strict=True)
+            }
+        )
+        return StatementResult(table, ("VARCHAR", "VARCHAR", "VARCHAR"), -1, (False,) * 3)
 
     # Bulk insert.
 
@@ -329,6 +467,11 @@ class Connection:
                 else encrypted[0]
             )
             return self._host.append_arrow(info.name, combined)
+
+
+# EXPLAIN <statement> (not EXPLAIN ANALYZE, which DuckDB would run) answers where each
+# operation runs instead of DuckDB's physical plan.
+_EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?!ANALY[SZ]E\b)", re.IGNORECASE)
 
 
 def _encrypted_tables(text: str, snapshot: CatalogSnapshot) -> list[str]:
@@ -395,6 +538,7 @@ def connect(
     key_dir: str | os.PathLike[str] | None = None,
     cek_cache_ttl: float = 7200,
     read_only: bool = False,
+    enclave_measurements: Iterable[str] | None = None,
 ) -> Connection:
     """Open an EnclaveSQL database file (or ``":memory:"``) and return a Connection.
 
@@ -429,4 +573,5 @@ def connect(
         client,
         attestation_protocol=attestation_protocol,
         attestation_url=attestation_url,
+        enclave_measurements=enclave_measurements,
     )

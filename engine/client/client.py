@@ -20,6 +20,12 @@ import pyarrow as pa
 from engine.client.cek_cache import CekCache
 from engine.client.codec import encrypt_column
 from engine.client.column_keys import ColumnKeyResolver
+from engine.client.enclave_queries import (
+    EnclaveValues,
+    enclave_parameter_values,
+    integer_sums,
+)
+from engine.client.enclave_session import EnclaveSession, SessionGateway
 from engine.client.key_ddl import complete_key_ddl
 from engine.client.keystores.base import KeyStoreProvider
 from engine.client.keystores.registry import build_registry
@@ -29,7 +35,7 @@ from engine.errors import OperationalError, ProgrammingError
 from engine.sql.catalog import CatalogSnapshot, TableInfo
 from engine.sql.describe import describe
 from engine.sql.dialect import SOURCE_SQL, parse_statements, to_sql
-from engine.sql.plan import CatalogChange, Plan, check_parameter_count
+from engine.sql.plan import CatalogChange, EnclaveOperation, Plan, check_parameter_count
 
 __all__ = ["Client", "PreparedStatement"]
 
@@ -68,11 +74,20 @@ class Client:
         self.resolver = ColumnKeyResolver(
             self.registry, CekCache(cek_cache_ttl), trusted_key_paths=trusted_key_paths
         )
-        self._prepared: OrderedDict[tuple[str, int], PreparedStatement] = OrderedDict()
+        self._prepared: OrderedDict[tuple[str, int, bool], PreparedStatement] = OrderedDict()
         self._lock = threading.Lock()
+        # The enclave session is opened on the first statement that needs it; establishing
+        # it can wait on the attestation service, so it has its own lock.
+        self._session: EnclaveSession | None = None
+        self._session_lock = threading.Lock()
+        self._warned_insecure = False
 
     def close(self) -> None:
-        """Forget cached CEKs (zeroed) and close key store sessions."""
+        """Close the enclave session, forget cached CEKs (zeroed) and close key store sessions."""
+        with self._session_lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
         self.resolver.clear_cache()
         self.registry.close()
 
@@ -93,10 +108,12 @@ class Client:
             return (sql,)
         return tuple(str(s.meta.get(SOURCE_SQL) or to_sql(s)) for s in statements)
 
-    def prepare(self, text: str, snapshot: CatalogSnapshot) -> PreparedStatement:
+    def prepare(
+        self, text: str, snapshot: CatalogSnapshot, *, enclave_available: bool = False
+    ) -> PreparedStatement:
         """Describe one statement against ``snapshot``, cached per text and version unless it
         lifted literals (those plans carry plaintext, which the client does not keep)."""
-        key = (text, snapshot.version)
+        key = (text, snapshot.version, enclave_available)
         with self._lock:
             cached = self._prepared.get(key)
             if cached is not None:
@@ -105,11 +122,14 @@ class Client:
         statements = parse_statements(text)
         if len(statements) != 1:
             raise ProgrammingError(f"expected one statement, found {len(statements)}")
-        plan = describe(statements[0], snapshot, enclave_available=False)
-        lifted = any(p.source[0] == "literal" for p in plan.parameters)
-        # With enclave rewrites the host describes the lifted but unrewritten text.
-        parameterized = getattr(plan, "parameterized_sql", None)
-        host_text = parameterized or (plan.sql if lifted and plan.sql else text)
+        plan = describe(statements[0], snapshot, enclave_available=enclave_available)
+        # Literals lifted into parameters or into enclave comparands are plaintext.
+        lifted = any(p.source[0] == "literal" for p in plan.parameters) or any(
+            source[0] == "literal" for op in plan.enclave_operations for source in op.operands
+        )
+        # With enclave rewrites the host describes the lifted but unrewritten text (the
+        # rewritten one is not valid input).
+        host_text = plan.parameterized_sql or (plan.sql if lifted and plan.sql else text)
         prepared = PreparedStatement(host_text, plan)
         if lifted:
             # The plan holds the lifted plaintext literals; it is not kept past this statement.
@@ -134,6 +154,13 @@ class Client:
             )
             and [c.target for c in host_plan.result_columns]
             == [c.target for c in mine.result_columns]
+            and [_enclave_shape(o) for o in host_plan.enclave_operations]
+            == [_enclave_shape(o) for o in mine.enclave_operations]
+            and (
+                not mine.enclave_operations
+                or (host_plan.sql, host_plan.finish_sql, host_plan.join_stages)
+                == (mine.sql, mine.finish_sql, mine.join_stages)
+            )
         )
         if not same:
             raise OperationalError(
@@ -141,6 +168,61 @@ class Client:
                 "are encrypted, or which columns); refusing to send values. Reconnect, and "
                 "report it if it happens again"
             )
+
+    # The enclave.
+
+    def enclave_session(
+        self,
+        gateway: SessionGateway,
+        *,
+        protocol: str,
+        platform_dir: str | os.PathLike[str],
+        attestation_url: str | None = None,
+        expected_measurements: Iterable[str] | None = None,
+    ) -> EnclaveSession:
+        """The connection's enclave session, established (and attested) on first use; the
+        InsecureEnclaveWarning of protocol "none" is emitted once per client."""
+        with self._session_lock:
+            if self._session is None or self._session.closed:
+                self._session = EnclaveSession.establish(
+                    gateway,
+                    protocol=protocol,
+                    platform_dir=platform_dir,
+                    attestation_url=attestation_url,
+                    expected_measurements=expected_measurements,
+                    warn_insecure=not self._warned_insecure,
+                )
+                self._warned_insecure = True
+            return self._session
+
+    @property
+    def current_enclave_session(self) -> EnclaveSession | None:
+        """The open enclave session, if one was established."""
+        session = self._session
+        return session if session is not None and not session.closed else None
+
+    def enclave_values(
+        self,
+        prepared: PreparedStatement,
+        parameters: Sequence[object],
+        snapshot: CatalogSnapshot,
+        session: EnclaveSession,
+    ) -> EnclaveValues:
+        """The host's values for a statement with enclave operations, and its package."""
+        check_parameter_count(prepared.plan, parameters)
+        if not self.column_encryption:
+            raise ProgrammingError(
+                "operations on encrypted columns in the enclave need column_encryption=True "
+                "on the connection"
+            )
+        return enclave_parameter_values(
+            prepared.plan,
+            parameters,
+            self.key_lookup(snapshot),
+            session,
+            snapshot,
+            self.resolver,
+        )
 
     # Keys.
 
@@ -199,7 +281,8 @@ class Client:
         """``table`` with its encrypted columns decrypted (unchanged with encryption off)."""
         if not self.column_encryption or not any(c.target for c in prepared.plan.result_columns):
             return table
-        return decrypt_result(table, prepared.plan.result_columns, self.key_lookup(snapshot))
+        table = decrypt_result(table, prepared.plan.result_columns, self.key_lookup(snapshot))
+        return integer_sums(prepared.plan, table) if prepared.plan.enclave_operations else table
 
     def encrypt_batch(
         self, table: TableInfo, batch: Mapping[str, Any], snapshot: CatalogSnapshot
@@ -227,3 +310,17 @@ class Client:
                 values = pa.array(values)
             arrays.append(values)
         return pa.Table.from_arrays(arrays, names=list(batch))
+
+
+def _enclave_shape(operation: EnclaveOperation) -> tuple[object, ...]:
+    """What must agree between the client's and the host's enclave operations (the operand
+    sources differ: the host sees lifted literals as parameters)."""
+    return (
+        operation.target,
+        operation.operator,
+        operation.type_form,
+        operation.escape,
+        len(operation.operands),
+        operation.result_column,
+        operation.result_type,
+    )

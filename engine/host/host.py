@@ -13,7 +13,7 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +22,18 @@ import pyarrow as pa
 
 from engine.errors import InterfaceError, OperationalError, ProgrammingError
 from engine.host.catalog_store import CatalogStore
+from engine.host.column_rewrite import rewrite_column
 from engine.host.describe_cache import DescribeCache
 from engine.host.duckdb_errors import map_duckdb_error
+from engine.host.enclave_execution import bind_query_id, finish_aggregates, join_group_ids
+from engine.host.enclave_gateway import NOT_BUILT, EnclaveGateway, native_enclave_available
+from engine.host.enclave_udfs import register_enclave_udfs
 from engine.host.rewrite_values_insert import rewrite_values_insert
+from engine.sql.alter_column_encryption import ColumnEncryptionChange
 from engine.sql.catalog import CatalogSnapshot
 from engine.sql.describe import describe_sql
-from engine.sql.plan import CatalogChange, Plan, ResultColumn
+from engine.sql.plan import CatalogChange, EnclaveExecution, Plan, ResultColumn
+from engine.sql.rewrite_enclave_order import STAGE_VIEW
 
 __all__ = ["Host", "HostResult"]
 
@@ -141,6 +147,10 @@ class Host:
         self._snapshots: dict[int, CatalogSnapshot] = {}
         self.describe_cache = DescribeCache()
         self.snapshot_builds = 0
+        # Set by enable_enclave: from then on statements are described with enclave rewrites.
+        self._gateway: EnclaveGateway | None = None
+        # The first PEP 249 error an enclave UDF raised, per query id (DuckDB rewraps it).
+        self._udf_failures: dict[int, BaseException] = {}
 
     # The catalog.
 
@@ -184,7 +194,9 @@ class Host:
             version = self._current_version()
 
             def build() -> Plan:
-                plans = describe_sql(sql, self._snapshot_at(version), enclave_available=False)
+                plans = describe_sql(
+                    sql, self._snapshot_at(version), enclave_available=self._gateway is not None
+                )
                 if len(plans) != 1:
                     raise ProgrammingError(
                         f"the host describes one statement at a time, not {len(plans)}; "
@@ -193,6 +205,103 @@ class Host:
                 return plans[0]
 
             return self.describe_cache.get_or_describe(sql, version, build)
+
+    # The enclave.
+
+    def enable_enclave(self) -> bool:
+        """Load the enclave and register its UDFs on this connection; False when the native
+        enclave is not built. From then on statements are described with enclave rewrites."""
+        with self._lock:
+            self._check_open()
+            if self._gateway is None:
+                if not native_enclave_available():
+                    return False
+                self._gateway = EnclaveGateway()
+                register_enclave_udfs(self._con, self._gateway, self._udf_failures)
+                self.describe_cache.clear()  # plans described without the enclave differ
+            return True
+
+    def enclave_gateway(self) -> EnclaveGateway:
+        """The relay to the enclave (it opens sessions for the client's EnclaveSession)."""
+        if not self.enable_enclave() or self._gateway is None:
+            raise OperationalError(NOT_BUILT)
+        return self._gateway
+
+    def _execute_in_enclave(
+        self, plan: Plan, parameters: Sequence[object], enclave: EnclaveExecution | None
+    ) -> HostResult:
+        """Run a plan with enclave operations between begin_query and end_query."""
+        assert plan.sql is not None
+        if enclave is None:
+            raise ProgrammingError(
+                "this statement runs operations in the enclave and needs the client's enclave "
+                "package; run it through a connection with attestation_protocol set"
+            )
+        expected = sorted(
+            (o.stage, o.result_column)
+            for o in plan.enclave_operations
+            if o.result_column is not None
+        )
+        if sorted((c.stage, c.result_column) for c in enclave.aggregates) != expected:
+            raise ProgrammingError("the enclave aggregate calls do not match the statement")
+        gateway = self.enclave_gateway()
+        query_id = gateway.begin_query(enclave.session_id, enclave.package, plan.sql)
+        views = contextlib.ExitStack()
+        try:
+            values = bind_query_id(plan, parameters, query_id)
+            try:
+                for number, stage in enumerate(plan.join_stages):
+                    # Stage zero of an equi-JOIN: both sides with group ids over their cells.
+                    call = next(
+                        c for c in enclave.aggregates if (c.stage, c.result_column) == (0, number)
+                    )
+                    left = self._run(stage.left_sql, ()).table
+                    right = self._run(stage.right_sql, ()).table
+                    assert left is not None and right is not None
+                    left, right = join_group_ids(
+                        left, right, stage.left_column, stage.right_column, call, gateway, query_id
+                    )
+                    views.enter_context(self._registered(stage.left_view, left))
+                    views.enter_context(self._registered(stage.right_view, right))
+                result = self._run(plan.sql, values)
+            except duckdb.Error as error:
+                failure = self._udf_failures.pop(query_id, None)
+                if failure is not None:
+                    raise failure from None
+                raise map_duckdb_error(error, redact=True) from None
+            table = result.table
+            first = [call for call in enclave.aggregates if call.stage == 1]
+            if table is not None and first:
+                table = finish_aggregates(table, first, gateway, query_id)
+            if table is not None and plan.finish_sql is not None:
+                # Stage two of ORDER BY: sort and limit stage one's rows, ranks in place.
+                with self._registered(STAGE_VIEW, table):
+                    try:
+                        result = self._run(plan.finish_sql, ())
+                    except duckdb.Error as error:
+                        raise map_duckdb_error(error, redact=True) from None
+                table = result.table
+                second = [call for call in enclave.aggregates if call.stage == 2]
+                if table is not None and second:
+                    table = finish_aggregates(table, second, gateway, query_id)
+        finally:
+            views.close()
+            self._udf_failures.pop(query_id, None)
+            gateway.end_query(query_id)
+        if table is None:
+            return HostResult(None, (), -1, ())
+        if (
+            plan.kind == "dml"
+            and table.column_names == ["Count"]
+            and not _RETURNING.search(plan.sql)
+        ):
+            count = table.column(0).to_pylist()
+            return HostResult(None, (), int(count[0]) if count else 0, ())
+        types = list(result.column_types)
+        for call in enclave.aggregates:
+            if call.kind == "aggregate":
+                types[call.result_column] = "BLOB"  # one result cell per row, not a list
+        return HostResult(table, tuple(types), -1, plan.result_columns)
 
     # Transactions.
 
@@ -291,8 +400,14 @@ class Host:
         table = relation.to_arrow_table()
         return HostResult(table, types, -1, ())
 
-    def execute(self, plan: Plan, parameters: Sequence[object] = ()) -> HostResult:
-        """Run a described statement with its (already encrypted) parameter values."""
+    def execute(
+        self,
+        plan: Plan,
+        parameters: Sequence[object] = (),
+        enclave: EnclaveExecution | None = None,
+    ) -> HostResult:
+        """Run a described statement with its (already encrypted) parameter values; a plan with
+        enclave operations also needs the client's ``enclave`` package."""
         with self._statement():
             if plan.kind == "key_ddl" or plan.sql is None:
                 raise ProgrammingError("key DDL is applied with apply_key_ddl, not executed")
@@ -301,6 +416,8 @@ class Host:
                     f"the statement has {len(plan.parameters)} parameter marker(s) (?) but "
                     f"{len(parameters)} value(s) were given"
                 )
+            if plan.enclave_operations:
+                return self._execute_in_enclave(plan, parameters, enclave)
             redact = bool(plan.required_keys)
             try:
                 if plan.kind == "ddl" and plan.catalog_changes:
@@ -415,6 +532,42 @@ class Host:
                     self._bump_version()
             except duckdb.Error as error:
                 raise map_duckdb_error(error, redact=False) from None
+
+    def rewrite_column(
+        self,
+        change: ColumnEncryptionChange,
+        transform: Callable[[pa.Array], pa.Array],
+        *,
+        batch_rows: int = 65_536,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Rewrite one column in place (ALTER COLUMN … ENCRYPTED WITH, CEK rotation) and apply
+        ``change.catalog_changes``, in one transaction; ``transform`` maps each batch of the
+        column's values to its new values (docs/rotation.md). Returns the rows rewritten."""
+        with self._statement():
+            if change.catalog_version != self._current_version():
+                raise OperationalError(
+                    "the catalog changed after the statement was described; describe it again"
+                )
+            target = change.target
+            try:
+                with self._atomic():
+                    rows = rewrite_column(
+                        self._con,
+                        change.table,
+                        change.column,
+                        storage_type=change.storage_type,
+                        read_type=change.read_type,
+                        transform=transform,
+                        batch_rows=batch_rows,
+                        progress=progress,
+                        randomized=target is not None and target.encryption_type == "RANDOMIZED",
+                    )
+                    self._store.apply(change.catalog_changes)
+                    self._bump_version()
+            except duckdb.Error as error:
+                raise map_duckdb_error(error, redact=True) from None
+            return rows
 
     def append_arrow(self, table: str, data: pa.Table) -> int:
         """Append ``data`` (columns named as the table's; ciphertext for encrypted columns) to

@@ -18,7 +18,9 @@ from engine.sql.catalog import (
 from engine.sql.describe import describe, describe_sql
 from engine.sql.dialect import EnclaveDuckDB, parse_statements, to_sql
 from engine.sql.plan import (
+    ENCLAVE_ROLES,
     AddCekValue,
+    AggregateCall,
     CatalogChange,
     CreateCek,
     CreateCmk,
@@ -26,8 +28,11 @@ from engine.sql.plan import (
     DropCekValue,
     DropCmk,
     DropEncryptedColumns,
+    EnclaveExecution,
     EnclaveOperation,
+    EnclaveRole,
     EncryptionTarget,
+    JoinStage,
     ParameterSpec,
     Plan,
     RegisterEncryptedColumn,
@@ -36,7 +41,9 @@ from engine.sql.plan import (
 )
 
 __all__ = [
+    "ENCLAVE_ROLES",
     "AddCekValue",
+    "AggregateCall",
     "CatalogChange",
     "CatalogSnapshot",
     "ColumnEncryptionKey",
@@ -50,7 +57,10 @@ __all__ = [
     "DropCmk",
     "DropEncryptedColumns",
     "EnclaveDuckDB",
+    "EnclaveExecution",
     "EnclaveOperation",
+    "EnclaveRole",
+    "JoinStage",
     "Encryption",
     "EncryptionTarget",
     "ParameterSpec",

@@ -15,10 +15,24 @@ from engine.sql.catalog import CatalogSnapshot
 from engine.sql.plan import EncryptionTarget
 from engine.sql.resolve_columns import TARGET, base_origin, origin
 
-__all__ = ["BIND", "classify_encrypted_operations", "literal_value"]
+__all__ = [
+    "BIND",
+    "ENCLAVE",
+    "ENCLAVE_PREDICATES",
+    "classify_encrypted_operations",
+    "literal_value",
+]
 
 BIND = "ae_bind"
 ASSIGNED = "ae_assigned"
+# Set on a predicate node the enclave evaluates: the EncryptionTarget of its column.
+ENCLAVE = "ae_enclave"
+# The predicates rewrite_enclave_predicates turns into enclave calls.
+ENCLAVE_PREDICATES = frozenset({"=", "<>", "<", "<=", ">", ">=", "BETWEEN", "IN", "NOT IN", "LIKE"})
+# The aggregates rewrite_enclave_aggregates hands to the enclave.
+ENCLAVE_AGGREGATES = frozenset(
+    {"SUM", "AVG", "MIN", "MAX", "COUNT(DISTINCT)", "ORDER BY", "GROUP BY", "DISTINCT"}
+)
 
 # Operators whose answer only depends on equality of the plaintexts.
 _EQUALITY_OPS: dict[type[exp.Expr], str] = {
@@ -113,8 +127,14 @@ class _Classifier:
 
     # ---- outcomes -----------------------------------------------------------------------
 
-    def needs_enclave(self, target: EncryptionTarget, op: str) -> None:
-        """Randomized work: the enclave's job, or refused with what would allow it."""
+    def needs_enclave(
+        self, target: EncryptionTarget, op: str, node: exp.Expr | None = None
+    ) -> None:
+        """Randomized work: the enclave's job, or refused with what would allow it.
+
+        A predicate the enclave can evaluate is marked with ``meta[ENCLAVE]`` for
+        rewrite_enclave_predicates; other enclave work is refused until it is supported.
+        """
         label = target.label
         if target.encryption_type == "DETERMINISTIC":
             raise ProgrammingError(
@@ -123,8 +143,15 @@ class _Classifier:
             )
         enabled = self.catalog.enclave_enabled(target.cek_name)
         if enabled and self.enclave_available:
+            if node is not None and op in ENCLAVE_PREDICATES | ENCLAVE_AGGREGATES:
+                node.meta[ENCLAVE] = target
+                return
             raise NotSupportedError(
-                f"{label}: `{op}` runs in the enclave; enclave queries are not available yet"
+                f"{label}: `{op}` over a RANDOMIZED column is not supported in the enclave "
+                "yet; supported are =, <>, <, <=, >, >=, BETWEEN, IN, NOT IN and LIKE with "
+                "a literal or ? operand (or a column under the same key), SUM, AVG, MIN, MAX "
+                "and COUNT(DISTINCT) in the outermost SELECT list, and its ORDER BY, GROUP BY "
+                "and DISTINCT"
             )
         if enabled:
             raise ProgrammingError(
@@ -136,10 +163,10 @@ class _Classifier:
             "(ENCLAVE_COMPUTATIONS) and a connection with attestation_protocol set"
         )
 
-    def equality(self, target: EncryptionTarget, op: str) -> None:
+    def equality(self, target: EncryptionTarget, op: str, node: exp.Expr | None = None) -> None:
         """Equality work runs on deterministic ciphertext natively."""
         if target.encryption_type == "RANDOMIZED":
-            self.needs_enclave(target, op)
+            self.needs_enclave(target, op, node)
 
     # ---- walk ---------------------------------------------------------------------------
 
@@ -168,7 +195,7 @@ class _Classifier:
                 for projection in node.selects:
                     target, _ = origin(projection)
                     if target is not None:
-                        self.equality(target, "DISTINCT")
+                        self.equality(target, "DISTINCT", projection.unalias())
 
     def implicit_columns(self, node: exp.Expr) -> None:
         """Constructs that reach columns without naming them cannot be checked: refuse them.
@@ -211,22 +238,22 @@ class _Classifier:
         if isinstance(parent, exp.Tuple) and isinstance(parent.parent, exp.Values):
             return  # a VALUES row; insert() checks it against its target column
         if isinstance(parent, exp.Group):
-            self.equality(target, "GROUP BY")
+            self.equality(target, "GROUP BY", column)
             return
         if isinstance(parent, exp.Distinct) and isinstance(parent.parent, exp.Count):
             self._not_windowed(parent.parent, target)
-            self.equality(target, "COUNT(DISTINCT)")
+            self.equality(target, "COUNT(DISTINCT)", parent.parent)
             return
         if isinstance(parent, exp.Count):
             self._not_windowed(parent, target)
             return  # COUNT only sees which cells are NULL, which the host knows anyway
         if isinstance(parent, exp.Ordered):
-            self.needs_enclave(target, "ORDER BY")
+            self.needs_enclave(target, "ORDER BY", parent)
             return
         for cls, name in _ORDER_AGGREGATES.items():
             if isinstance(parent, cls):
                 self._not_windowed(parent, target)
-                self.needs_enclave(target, name)
+                self.needs_enclave(target, name, parent)
                 return
         if isinstance(parent, exp.Where | exp.Having | exp.Join):
             raise NotSupportedError(
@@ -293,9 +320,9 @@ class _Classifier:
                     "encrypted under the same key"
                 )
         if type(node) in _ORDER_OPS:
-            self.needs_enclave(first, op)
+            self.needs_enclave(first, op, node)
         else:
-            self.equality(first, op)
+            self.equality(first, op, node)
 
     def set_operation(self, node: exp.SetOperation) -> None:
         op = type(node).__name__.upper()

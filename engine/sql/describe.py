@@ -7,6 +7,8 @@ I/O, no DuckDB, no enclave and no keys; the host executes the plan, the client p
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlglot import exp
 
 from engine.errors import NotSupportedError, ProgrammingError
@@ -20,9 +22,27 @@ from engine.sql.parameterize_literals import (
     parameterize_literals,
     render_with_parameters,
 )
-from engine.sql.plan import ParameterSpec, Plan, PlanKind, ResultColumn
+from engine.sql.plan import (
+    ENCLAVE_ROLES,
+    EnclaveOperation,
+    JoinStage,
+    ParameterSpec,
+    Plan,
+    PlanKind,
+    ResultColumn,
+)
 from engine.sql.qualify_columns import qualify_columns
 from engine.sql.resolve_columns import origin, resolve_columns
+from engine.sql.rewrite_enclave_aggregates import AGGREGATE, rewrite_enclave_aggregates
+from engine.sql.rewrite_enclave_grouping import (
+    GROUP,
+    RESULTS,
+    STAGE_TWO_CALLS,
+    rewrite_enclave_grouping,
+)
+from engine.sql.rewrite_enclave_joins import JOIN_STAGES, rewrite_enclave_joins
+from engine.sql.rewrite_enclave_order import EXTRA, FINISH, RANK, rewrite_enclave_order
+from engine.sql.rewrite_enclave_predicates import rewrite_enclave_predicates
 from engine.sql.rewrite_encrypted_ddl import encrypted_ddl_changes, rewrite_encrypted_ddl
 
 __all__ = ["describe", "describe_sql", "statement_kind"]
@@ -50,6 +70,8 @@ def statement_kind(statement: exp.Expr) -> PlanKind:
 def _encrypted_tables(statement: exp.Expr, catalog: CatalogSnapshot) -> list[str]:
     names = []
     for table in statement.find_all(exp.Table):
+        if table.db.casefold() == "sys":
+            continue  # the host's catalog tables (sys.*) are plaintext, whatever their names
         if catalog.has_table(table.name) and catalog.table(table.name).encrypted:
             names.append(catalog.table(table.name).name)
     return sorted(set(names))
@@ -172,25 +194,65 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
                 )
     tree = classify_encrypted_operations(tree, catalog, enclave_available=enclave_available)
     tree = parameterize_literals(tree)
+    parameterized_sql: str | None = None
+    join_stages: tuple[JoinStage, ...] = ()
+    if enclave_available:
+        joined = rewrite_enclave_joins(rewrite_enclave_aggregates(tree))
+        join_stages = tuple(joined.meta.get(JOIN_STAGES, ()))
+        rewritten = rewrite_enclave_predicates(
+            rewrite_enclave_order(rewrite_enclave_grouping(joined))
+        )
+        if rewritten is not tree:
+            # The text with literals lifted but before the enclave rewrite: what the client
+            # sends the host to describe (the rewritten text is not valid input).
+            parameterized_sql, _ = render_with_parameters(tree)
+            tree = rewritten
     sql, parameters = render_with_parameters(tree)
+    operations: list[EnclaveOperation] = []
+    for spec in parameters:
+        operation = spec.source[1] if spec.source[0] in ENCLAVE_ROLES else None
+        if isinstance(operation, EnclaveOperation) and operation not in operations:
+            operations.append(operation)
 
     result_columns: tuple[ResultColumn, ...] = ()
     if isinstance(tree, exp.Query):
         columns = []
         for projection in tree.selects:
+            ranked = projection.meta.get(RANK) or projection.meta.get(GROUP)
+            if isinstance(ranked, EnclaveOperation):
+                operations.append(ranked)
+            if projection.meta.get(EXTRA):
+                continue  # a sort key of stage one, dropped by stage two
             target, declared = origin(projection)
+            aggregate = projection.meta.get(AGGREGATE)
+            if isinstance(aggregate, EnclaveOperation):
+                # Cells of the aggregate's result, under the column's key: the client decrypts
+                # them as the result type.
+                declared = aggregate.result_type
+                target = replace(aggregate.target, declared_type=declared or "")
+                operations.append(aggregate)
             columns.append(ResultColumn(projection.alias_or_name, declared, target))
         result_columns = tuple(columns)
+        if RESULTS in tree.meta:
+            # Grouping in stage two: its output, not stage one's, is what the client gets.
+            result_columns = tuple(tree.meta[RESULTS])
+            operations.extend(tree.meta[STAGE_TWO_CALLS])
     keys = {p.target.cek_name for p in parameters if p.target is not None}
     keys |= {c.target.cek_name for c in result_columns if c.target is not None}
+    operations.extend(stage.operation for stage in join_stages)
+    keys |= {operation.target.cek_name for operation in operations}
     return Plan(
         kind=kind,
         sql=sql,
         parameters=parameters,
         result_columns=result_columns,
         required_keys=tuple(sorted(keys)),
+        enclave_operations=tuple(operations),
         catalog_version=catalog.version,
         user_parameter_count=user_count,
+        parameterized_sql=parameterized_sql,
+        finish_sql=tree.meta.get(FINISH) if isinstance(tree, exp.Select) else None,
+        join_stages=join_stages,
     )
 
 

@@ -21,6 +21,8 @@ __all__ = ["number_user_placeholders", "parameterize_literals", "render_with_par
 
 USER_INDEX = "ae_user_index"
 LITERAL = "ae_literal"
+# Placeholder meta set by rewrite_enclave_predicates: (role, EnclaveOperation), see EnclaveRole.
+ENCLAVE_ROLE = "ae_enclave_role"
 
 _DIALECT = EnclaveDuckDB()
 # A marker no SQL text contains (NUL is not valid in DuckDB SQL text outside odd literals,
@@ -113,7 +115,9 @@ def render_with_parameters(expression: exp.Expr) -> tuple[str, tuple[ParameterSp
     specs: list[ParameterSpec] = []
     for meta in order:
         target = meta.get(BIND)
-        if LITERAL in meta:
+        if ENCLAVE_ROLE in meta:
+            specs.append(ParameterSpec(meta[ENCLAVE_ROLE], None))
+        elif LITERAL in meta:
             specs.append(ParameterSpec(("literal", meta[LITERAL]), target))
         elif USER_INDEX in meta:
             specs.append(ParameterSpec(("user", meta[USER_INDEX]), target))

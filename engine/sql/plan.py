@@ -17,6 +17,8 @@ from engine.sql.catalog import ColumnEncryptionKeyValue, EncryptionType
 
 __all__ = [
     "AddCekValue",
+    "AggregateCall",
+    "EnclaveExecution",
     "CatalogChange",
     "CreateCek",
     "CreateCmk",
@@ -24,7 +26,10 @@ __all__ = [
     "DropCekValue",
     "DropCmk",
     "DropEncryptedColumns",
+    "ENCLAVE_ROLES",
     "EnclaveOperation",
+    "EnclaveRole",
+    "JoinStage",
     "EncryptionTarget",
     "ParameterSpec",
     "Plan",
@@ -62,13 +67,33 @@ class EncryptionTarget:
         )
 
 
+# The roles of the ``?`` markers that an enclave operation adds to the host's SQL: the query
+# id (the host fills it in after begin_query), and the CEK id, type code, operator code and
+# constant blob of one EnclaveOperation (the client fills those in; it owns the codes).
+EnclaveRole = Literal[
+    "enclave_query", "enclave_cek", "enclave_type", "enclave_operator", "enclave_constant"
+]
+ENCLAVE_ROLES: tuple[str, ...] = (
+    "enclave_query",
+    "enclave_cek",
+    "enclave_type",
+    "enclave_operator",
+    "enclave_constant",
+)
+
+
 @dataclass(frozen=True)
 class ParameterSpec:
     """One ``?`` of ``Plan.sql``: ``("user", i)`` is the caller's i-th parameter (0-based) and
     ``("literal", value)`` a literal lifted out of the statement. ``target`` set means the
-    client must encrypt the value for that column first."""
+    client must encrypt the value for that column first. ``(role, operation)`` with a role of
+    ENCLAVE_ROLES is a value of an enclave operation (see EnclaveRole)."""
 
-    source: tuple[Literal["user"], int] | tuple[Literal["literal"], Any]
+    source: (
+        tuple[Literal["user"], int]
+        | tuple[Literal["literal"], Any]
+        | tuple[EnclaveRole, EnclaveOperation | None]
+    )
     target: EncryptionTarget | None
 
 
@@ -83,10 +108,80 @@ class ResultColumn:
 
 @dataclass(frozen=True)
 class EnclaveOperation:
-    """An operation that must run in the enclave (filled in by the enclave-query work)."""
+    """An operation the enclave runs over ``target``'s cells in one statement.
+
+    ``operator`` is the enclave operator's name (``"LT"``, ``"BETWEEN"``, ``"LIKE"``...) and
+    ``type_form`` the NormalizationForm name of the column's plaintexts (``"INT64"``...); the
+    client maps both to the contract's codes. ``operands`` are the sources of the values the
+    client encrypts into the constant blob (``("user", i)`` or ``("literal", value)``), in the
+    blob's order; empty for column-versus-column. ``escape`` is LIKE's ESCAPE character.
+    An aggregate (SUM, AVG, MIN, MAX, COUNT_DISTINCT) names the index of the result column
+    that holds its group's cells (``result_column``) and the declared type of its result; RANK
+    (ORDER BY) and GROUP (GROUP BY, DISTINCT) name the stage-one column of their cells.
+    ``stage`` says after which statement the host calls the enclave (2: ``Plan.finish_sql``).
+    """
 
     target: EncryptionTarget
     operator: str
+    type_form: str = ""
+    operands: tuple[tuple[str, Any], ...] = ()
+    escape: str | None = None
+    construct: str = ""
+    result_column: int | None = None
+    result_type: str | None = None
+    stage: int = 1
+
+    @property
+    def column_versus_column(self) -> bool:
+        """True for a comparison of two columns under the same key (no constant)."""
+        return self.operator in ("EQ", "NE", "LT", "LE", "GT", "GE") and not self.operands
+
+
+@dataclass(frozen=True)
+class JoinStage:
+    """Stage zero of an equi-JOIN on two enclave columns: each side's table read whole
+    (``left_sql``, ``right_sql``), registered as ``left_view`` and ``right_view`` with the
+    enclave's group ids over both sides' cells of ``left_column`` and ``right_column`` appended
+    as ``__ee_gid``; ``operation`` is the GROUP operation (``result_column`` is the stage's
+    number)."""
+
+    left_sql: str
+    right_sql: str
+    left_view: str
+    right_view: str
+    left_column: str
+    right_column: str
+    operation: EnclaveOperation
+
+
+@dataclass(frozen=True)
+class AggregateCall:
+    """How the host calls the enclave for one column: an aggregate's lists of cells, or the
+    cells of an ORDER BY column (``kind="rank"``) or of a GROUP BY key (``kind="group"``), after
+    ``stage`` 1 (``Plan.sql``) or 2 (``Plan.finish_sql``). The codes come from the client, which
+    owns them, and the enclave checks them against the package's grants."""
+
+    result_column: int
+    cek_id: int
+    type_code: int
+    operator: int
+    decimal_scale: int = 0
+    kind: Literal["aggregate", "rank", "group"] = "aggregate"
+    stage: int = 1
+
+
+@dataclass(frozen=True)
+class EnclaveExecution:
+    """What the host needs beside the parameter values to run a plan with enclave operations:
+    the session, the client's sealed package for ``Plan.sql``, and the aggregate calls."""
+
+    session_id: int
+    package: bytes
+    aggregates: tuple[AggregateCall, ...] = ()
+
+    def __repr__(self) -> str:
+        # The package is opaque ciphertext; keep it out of logs and tracebacks all the same.
+        return f"EnclaveExecution(session_id=..., package=<{len(self.package)} bytes>)"
 
 
 @dataclass(frozen=True)
@@ -164,6 +259,11 @@ class Plan:
 
     ``sql`` is None for key DDL (the host applies ``catalog_changes`` only).
     ``user_parameter_count`` is the number of ``?`` the caller wrote.
+    ``parameterized_sql`` is set when enclave rewrites changed the text: the statement with
+    literals lifted but not rewritten, which is what the client lets the host describe.
+    ``finish_sql`` is set for ORDER BY over an enclave column: the second stage, which sorts
+    and limits the rows of ``sql`` (with enclave ranks in place) registered as ``__ee_stage``.
+    ``join_stages`` are the stage-zero reads of equi-JOINs on enclave columns.
     """
 
     kind: PlanKind
@@ -175,6 +275,9 @@ class Plan:
     catalog_version: int = 0
     catalog_changes: tuple[CatalogChange, ...] = ()
     user_parameter_count: int = 0
+    parameterized_sql: str | None = None
+    finish_sql: str | None = None
+    join_stages: tuple[JoinStage, ...] = ()
 
 
 def check_parameter_count(plan: Plan, parameters: Sequence[object]) -> None:

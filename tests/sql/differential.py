@@ -7,8 +7,9 @@ File format (records separated by blank lines; ``#`` starts a comment line):
     <sql>                             skips key DDL)
     statement error <Class> <text>    EnclaveSQL only: must raise engine.errors.<Class> whose
     <sql>                             message contains <text>
-    query                             run on both and compare rows (in order when the SQL has
-    <sql>                             ORDER BY, else as multisets)
+    query [approx]                    run on both and compare rows (in order when the SQL has
+    <sql>                             ORDER BY, else as multisets); with approx, floats agree
+                                      within a relative 1e-9 (summation order may differ)
     generate <table> <rows> <seed> [executemany|bulk_insert]
                                       random rows for every column of <table>, inserted into both
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
 import random
 import re
 import shutil
@@ -79,6 +81,7 @@ class Record:
     rows: int = 0
     seed: int = 0
     via: str = "executemany"
+    approx: bool = False
 
 
 def parse_test_file(path: Path) -> list[Record]:
@@ -110,7 +113,7 @@ def parse_test_file(path: Path) -> list[Record]:
         elif header[:2] == ["statement", "error"] and len(header) >= 3:
             records.append(Record("error", start, sql, params, header[2], " ".join(header[3:])))
         elif header[0] == "query":
-            records.append(Record("query", start, sql, params))
+            records.append(Record("query", start, sql, params, approx="approx" in header[1:]))
         elif header[0] == "generate" and len(header) in (4, 5):
             via = header[4] if len(header) == 5 else "executemany"
             records.append(
@@ -149,6 +152,22 @@ def _normalize(value: Any) -> Any:
     if isinstance(value, datetime.datetime) and value.tzinfo is not None:
         return value.astimezone(datetime.UTC)
     return value
+
+
+def _approximately_equal(ours: list[tuple[Any, ...]], theirs: list[tuple[Any, ...]]) -> bool:
+    """Equal rows, except that floats need only agree within a relative 1e-9."""
+    if len(ours) != len(theirs):
+        return False
+    for mine, oracle in zip(ours, theirs, strict=True):
+        if len(mine) != len(oracle):
+            return False
+        for a, b in zip(mine, oracle, strict=True):
+            if isinstance(a, float) and isinstance(b, float):
+                if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+                    return False
+            elif a != b:
+                return False
+    return True
 
 
 def normalize_rows(rows: list[tuple[Any, ...]], ordered: bool) -> list[tuple[Any, ...]]:
@@ -258,9 +277,9 @@ class Differential:
         ours = self.connection.execute(record.sql, self._params(record)).fetchall()
         theirs = self.oracle.execute(record.sql, self._params(record)).fetchall()
         ordered = bool(_ORDER_BY.search(record.sql))
-        assert normalize_rows(ours, ordered) == normalize_rows(theirs, ordered), (
-            f"{where}: EnclaveSQL and DuckDB disagree on\n{record.sql}"
-        )
+        mine, oracle = normalize_rows(ours, ordered), normalize_rows(theirs, ordered)
+        same = _approximately_equal(mine, oracle) if record.approx else mine == oracle
+        assert same, f"{where}: EnclaveSQL and DuckDB disagree on\n{record.sql}"
 
     def _generate(self, record: Record) -> None:
         rng = random.Random(record.seed)

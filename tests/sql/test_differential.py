@@ -6,12 +6,15 @@ from __future__ import annotations
 import datetime
 import itertools
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.client.enclave_session import InsecureEnclaveWarning
 from engine.client.keystores import build_registry
 from tests.sql.differential import Differential, Record, normalize_rows, parse_test_file
 
@@ -35,28 +38,56 @@ def test_there_are_test_files() -> None:
 
 @pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
 def test_file_matches_plaintext_duckdb(
-    path: Path, tmp_path: Path, key_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    path: Path,
+    tmp_path: Path,
+    key_files: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     records = parse_test_file(path)
     assert any(r.kind == "query" for r in records)
-    options = {}
-    if path.name.startswith("enclave_"):
+    options: dict[str, Any] = {}
+    if path.name.startswith("enclave_service_"):
+        # An attested session: the attestation service on loopback allows the built enclave.
+        url, platform = request.getfixturevalue("attestation_service")
+        monkeypatch.setenv("ENCLAVESQL_PLATFORM_DIR", str(platform))
+        options.update(attestation_protocol="service", attestation_url=url)
+    elif path.name.startswith("enclave_"):
         # Enclave queries need a session; protocol 'none' skips attestation (and warns).
         monkeypatch.setenv("ENCLAVESQL_PLATFORM_DIR", str(tmp_path / "platform"))
         options["attestation_protocol"] = "none"
-    with warnings.catch_warnings():
-        if options:
-            from engine.client.enclave_session import InsecureEnclaveWarning
-
-            warnings.simplefilter("ignore", InsecureEnclaveWarning)
-        harness = Differential(tmp_path, key_files, **options)
-        try:
-            if options and not harness.connection.enclave_available:
-                pytest.skip("enclave queries are not wired into the connection yet")
+    harness = Differential(tmp_path, key_files, **options)
+    try:
+        assert harness.connection.enclave_available == bool(options)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InsecureEnclaveWarning)
             for record in records:
                 harness.run(record, f"{path.name}:{record.line}")
-        finally:
-            harness.close()
+    finally:
+        harness.close()
+    insecure = [w for w in caught if issubclass(w.category, InsecureEnclaveWarning)]
+    # Protocol 'none' warns once per connection (at its first enclave query); 'service' never.
+    assert len(insecure) == (options.get("attestation_protocol") == "none")
+    for other in caught:
+        if not issubclass(other.category, InsecureEnclaveWarning):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+
+
+@pytest.fixture(scope="module")
+def attestation_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The attestation service on loopback, allowing the measurement of the built enclave."""
+    from enclave.attestation.policy import Policy
+    from enclave.attestation.service import start_in_thread
+    from enclave.binding import enclave_info
+
+    platform = tmp_path_factory.mktemp("platform")
+    policy = Policy.from_mapping(
+        {"allowed_measurements": [enclave_info().measurement.hex()], "min_svn": 1},
+        platform_dir=platform,
+    )
+    url, stop = start_in_thread(policy)
+    yield url, platform
+    stop()
 
 
 def test_the_harness_sees_a_wrong_answer(tmp_path: Path, key_files: dict[str, Path]) -> None:

@@ -294,6 +294,11 @@ def test_connect_checks_its_options() -> None:
         engine.connect(":memory:", attestation_protocol="sgx")
     connection = engine.connect(":memory:", attestation_protocol="none")
     assert connection.attestation_protocol == "none"
+    # The enclave is loaded; its session opens (and warns) on the first enclave statement.
+    assert connection.enclave_available is True
+    assert connection.attestation_summary() is None
+    connection.close()
+    connection = engine.connect(":memory:")
     assert connection.enclave_available is False
     connection.close()
 

@@ -59,6 +59,10 @@ NATIVE_EVERYWHERE = {"select", "IS NULL", "IS NOT NULL", "COUNT"}
 EQUALITY = {"=", "<>", "IN", "NOT IN", "COUNT DISTINCT", "GROUP BY", "DISTINCT", "JOIN"}
 ORDER = {"<", ">=", "BETWEEN", "LIKE", "ORDER BY", "MIN", "MAX", "SUM", "AVG"}
 NOWHERE = set(OPERATIONS) - NATIVE_EVERYWHERE - EQUALITY - ORDER
+# What the enclave runs today over the DATE column dob (LIKE needs a string, SUM and AVG a
+# number): rewritten, not refused.
+ENCLAVE_NOW = {"=", "<>", "IN", "NOT IN", "COUNT DISTINCT", "JOIN", "<", ">=", "BETWEEN", "MIN"}
+ENCLAVE_NOW |= {"MAX", "ORDER BY", "GROUP BY", "DISTINCT"}
 
 
 def expected(kind: str, operation: str, enclave_available: bool) -> str:
@@ -89,11 +93,12 @@ def test_classification(column: str, operation: str, available: bool) -> None:
     sql = template.format(c=column, v=literal)
     outcome = expected(kind, operation, available)
     statement = parse_statements(sql)[0]
-    if outcome == "native":
+    if outcome == "native" or (outcome == "enclave" and operation in ENCLAVE_NOW):
         plan = describe(statement, CATALOG, enclave_available=available)
         assert plan.sql is not None
         for canary in CANARIES:
             assert canary not in plan.sql
+        assert bool(plan.enclave_operations) == (outcome == "enclave")
         return
     error_class = ProgrammingError if outcome == "programming" else NotSupportedError
     with pytest.raises(error_class) as caught:
@@ -104,7 +109,7 @@ def test_classification(column: str, operation: str, available: bool) -> None:
     for canary in CANARIES:
         assert canary not in message
     if outcome == "enclave":
-        assert "runs in the enclave" in message
+        assert "in the enclave" in message
     if outcome == "programming" and kind.startswith("rnd"):
         assert "attestation_protocol" in message
         assert ("ENCLAVE_COMPUTATIONS" in message) == (kind == "rnd")

@@ -40,7 +40,7 @@ def load_pairs(name: str) -> list[Pair]:
         line = raw.strip()
         if line.startswith("--"):
             key, sep, value = line[2:].partition(":")
-            if sep and key.strip() in ("params", "args"):
+            if sep and key.strip() in ("params", "args", "ops", "finish"):
                 directives[key.strip()] = ast.literal_eval(value.strip())
             continue
         if not line:

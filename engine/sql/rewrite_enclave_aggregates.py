@@ -1,0 +1,169 @@
+"""Rewrite rule: enclave aggregates (SUM, AVG, MIN, MAX, COUNT(DISTINCT)) become LIST(cells).
+
+DuckDB still filters, groups (on plaintext or deterministic keys), sorts and limits; each marked
+aggregate of the outermost SELECT list collects its group's cells with ``LIST``, and the host
+hands every list column to the enclave in one call, which returns one cell per group. It must
+not rewrite an aggregate whose value DuckDB would still have to compare or compute with.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from engine.errors import NotSupportedError
+from engine.sql.classify_encrypted_operations import ENCLAVE
+from engine.sql.plan import EnclaveOperation, EncryptionTarget
+from engine.types import NormalizationForm, parse_sql_type
+
+__all__ = ["AGGREGATE", "rewrite_enclave_aggregates", "result_type"]
+
+# Set on the rewritten projection: its EnclaveOperation (with result_column).
+AGGREGATE = "ae_enclave_aggregate"
+
+_OPERATORS: dict[type[exp.Expr], str] = {
+    exp.Sum: "SUM",
+    exp.Avg: "AVG",
+    exp.Min: "MIN",
+    exp.Max: "MAX",
+    exp.Count: "COUNT_DISTINCT",
+}
+_CONSTRUCTS = {
+    "SUM": "SUM",
+    "AVG": "AVG",
+    "MIN": "MIN",
+    "MAX": "MAX",
+    "COUNT_DISTINCT": "COUNT(DISTINCT)",
+}
+_NUMERIC = (
+    NormalizationForm.INT64,
+    NormalizationForm.DECIMAL,
+    NormalizationForm.FLOAT32,
+    NormalizationForm.FLOAT64,
+)
+
+
+def result_type(operator: str, declared_type: str) -> str:
+    """The declared type of an enclave aggregate's result cells (what DuckDB's answer has).
+
+    >>> result_type("SUM", "INTEGER"), result_type("SUM", "DECIMAL(18,4)")
+    ('DECIMAL(38,0)', 'DECIMAL(38,4)')
+    >>> result_type("AVG", "INT")
+    'DOUBLE'
+    >>> result_type("MAX", "DATE"), result_type("COUNT_DISTINCT", "VARCHAR")
+    ('DATE', 'BIGINT')
+    """
+    sql_type = parse_sql_type(declared_type)
+    form = sql_type.form
+    if operator == "COUNT_DISTINCT":
+        return "BIGINT"
+    if operator in ("MIN", "MAX"):
+        return declared_type
+    if form not in _NUMERIC:
+        raise NotSupportedError(f"needs a numeric column, and {declared_type} is not one")
+    if operator == "AVG":
+        return "DOUBLE"
+    if form is NormalizationForm.INT64:
+        return "DECIMAL(38,0)"  # DuckDB sums integers into HUGEINT; the enclave into 128 bits
+    if form is NormalizationForm.DECIMAL:
+        return f"DECIMAL(38,{sql_type.scale or 0})"
+    return "DOUBLE"
+
+
+def _top_level_projection(node: exp.Expr, root: exp.Expr) -> exp.Expr | None:
+    """The projection (the node or its alias) when ``node`` is a whole item of root's list."""
+    item = node.parent if isinstance(node.parent, exp.Alias) else node
+    if item.parent is root and item.arg_key == "expressions":
+        return item
+    return None
+
+
+def _refuse(target: EncryptionTarget, construct: str, why: str) -> NotSupportedError:
+    return NotSupportedError(f"{target.label}: {construct} in the enclave {why}")
+
+
+def _check_uses(root: exp.Select, names: set[str], target: EncryptionTarget, what: str) -> None:
+    """DuckDB must not sort, filter or compute with an aggregate it only holds as cells."""
+    for key, clause_name in (("order", "ORDER BY"), ("having", "HAVING"), ("qualify", "QUALIFY")):
+        clause = root.args.get(key)
+        if clause is None:
+            continue
+        for column in clause.find_all(exp.Column):
+            if not column.table and column.name.casefold() in names:
+                raise _refuse(
+                    target, what, f"gives ciphertext; its result cannot be used in {clause_name}"
+                )
+
+
+def rewrite_enclave_aggregates(expression: exp.Expr) -> exp.Expr:
+    """Replace each enclave-marked aggregate of the outermost SELECT list by ``LIST(column)``.
+
+    The projection gets ``meta[AGGREGATE]``: an EnclaveOperation with the result column's index
+    and the result's declared type in ``result_type``. Anywhere else (a subquery, HAVING, ORDER
+    BY, an expression around it) the aggregate is refused with NotSupportedError.
+
+    >>> from sqlglot import parse_one
+    >>> from engine.sql.resolve_columns import TARGET
+    >>> tree = parse_one("SELECT g, SUM(x) AS s FROM t GROUP BY g")
+    >>> target = EncryptionTarget("t", "x", "cek1", "RANDOMIZED", "INTEGER")
+    >>> tree.find(exp.Sum).this.meta[TARGET] = target
+    >>> tree.find(exp.Sum).meta[ENCLAVE] = target
+    >>> rewritten = rewrite_enclave_aggregates(tree)
+    >>> rewritten.sql("duckdb")
+    'SELECT g, LIST(x) AS s FROM t GROUP BY g'
+    >>> operation = rewritten.selects[1].meta[AGGREGATE]
+    >>> operation.operator, operation.result_column, operation.result_type
+    ('SUM', 1, 'DECIMAL(38,0)')
+    """
+    marked = [
+        node for node in expression.find_all(*_OPERATORS) if node.meta.get(ENCLAVE) is not None
+    ]
+    if not marked:
+        return expression
+    expression = expression.copy()
+    marked = [
+        node for node in expression.find_all(*_OPERATORS) if node.meta.get(ENCLAVE) is not None
+    ]
+    aliases: set[str] = set()
+    for node in marked:
+        target = node.meta[ENCLAVE]
+        operator = _OPERATORS[type(node)]
+        construct = _CONSTRUCTS[operator]
+        item = (
+            _top_level_projection(node, expression) if isinstance(expression, exp.Select) else None
+        )
+        if item is None:
+            raise _refuse(
+                target,
+                construct,
+                "runs only as a whole item of the outermost SELECT list (not inside an "
+                "expression, a subquery, HAVING or ORDER BY)",
+            )
+        if expression.args.get("distinct"):
+            raise _refuse(target, construct, "cannot be combined with SELECT DISTINCT")
+        declared = target.declared_type
+        try:
+            result = result_type(operator, declared)
+        except NotSupportedError as error:
+            raise _refuse(target, construct, str(error)) from None
+        column = node.this.this if isinstance(node.this, exp.Distinct) else node.this
+        if isinstance(node.this, exp.Distinct) and len(node.this.expressions) == 1:
+            column = node.this.expressions[0]
+        if not isinstance(column, exp.Column):
+            raise _refuse(target, construct, "needs a bare column as its argument")
+        index = list(expression.expressions).index(item)
+        operation = EnclaveOperation(
+            target,
+            operator,
+            parse_sql_type(declared).form.name,
+            (),
+            None,
+            construct,
+            result_column=index,
+            result_type=result,
+        )
+        item.meta[AGGREGATE] = operation
+        aliases.add(item.alias_or_name.casefold())
+        node.replace(exp.Anonymous(this="LIST", expressions=[column.copy()]))
+    assert isinstance(expression, exp.Select)
+    _check_uses(expression, aliases, marked[0].meta[ENCLAVE], "an aggregate")
+    return expression

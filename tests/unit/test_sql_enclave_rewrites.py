@@ -1,0 +1,202 @@
+"""Rewrite-rule fixtures of the enclave rules (tests/sql/fixtures/rewrite_enclave_predicates.sql)
+and the refusals that must happen before anything runs.
+
+The text pairs pin the rewrite. The aggregate and ORDER BY stages also run on plaintext DuckDB
+here; the predicates' answers are compared with plaintext DuckDB end to end, through the real
+enclave, by tests/sql/enclave_*.test (a plaintext stand-in for the UDFs would test itself).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import NotSupportedError, ProgrammingError
+from engine.sql import describe, parse_statements
+from engine.sql.plan import ENCLAVE_ROLES
+from engine.sql.rewrite_enclave_order import STAGE_VIEW
+from tests.sql.fixtures.catalog import CATALOG, plaintext_db
+from tests.unit.test_sql_fixtures import Pair, _ids, load_pairs
+
+PREDICATES = load_pairs("rewrite_enclave_predicates.sql")
+
+
+def _plan(sql: str, enclave: bool = True):  # noqa: ANN202 - a Plan
+    return describe(parse_statements(sql)[0], CATALOG, enclave_available=enclave)
+
+
+@pytest.mark.parametrize("pair", PREDICATES, ids=_ids(PREDICATES))
+def test_rewrite_enclave_predicates(pair: Pair) -> None:
+    plan = _plan(pair.input)
+    assert plan.sql == pair.expected
+    ops = [(op.operator, list(op.operands)) for op in plan.enclave_operations]
+    assert ops == [(name, list(operands)) for name, operands in pair.directives.get("ops", [])]
+    if "params" in pair.directives:
+        roles = [
+            s.source[0] if s.source[0] in ENCLAVE_ROLES else (s.source[0], s.source[1])
+            for s in plan.parameters
+        ]
+        assert roles == pair.directives["params"]
+    for operation in plan.enclave_operations:
+        assert operation.target.label == "patients.dob"
+        assert operation.type_form == "DATE"
+    if plan.enclave_operations:
+        # The client lets the host describe the lifted text, which must rewrite to the same SQL.
+        assert plan.parameterized_sql is not None
+        assert _plan(plan.parameterized_sql).sql == plan.sql
+        assert "cek_enclave" in plan.required_keys
+
+
+def test_the_rewrite_needs_the_enclave() -> None:
+    with pytest.raises(ProgrammingError, match="attestation_protocol"):
+        _plan("SELECT id FROM patients WHERE dob < '2000-01-01'", enclave=False)
+
+
+@pytest.mark.parametrize(
+    ("sql", "error", "text"),
+    [
+        ("SELECT id FROM patients WHERE dob ILIKE 'x'", NotSupportedError, "ILIKE"),
+        ("SELECT id FROM patients WHERE dob LIKE '1990%'", NotSupportedError, "string column"),
+        (
+            "SELECT id FROM patients WHERE dob IN (SELECT dob FROM patients)",
+            NotSupportedError,
+            "IN (subquery)",
+        ),
+        ("SELECT id FROM patients WHERE dob IN ('1990-01-01', NULL)", NotSupportedError, "NULL"),
+        (
+            "SELECT id FROM patients WHERE dob IS DISTINCT FROM '1990-01-01'",
+            NotSupportedError,
+            "IS DISTINCT FROM",
+        ),
+        ("SELECT id FROM patients WHERE dob < id", ProgrammingError, "plaintext"),
+        ("SELECT id FROM patients WHERE salary < 5", ProgrammingError, "enclave-enabled"),
+        ("SELECT id FROM patients WHERE zip < 5", ProgrammingError, "DETERMINISTIC"),
+        ("SELECT id FROM patients WHERE dob + 1 < 5", NotSupportedError, "arithmetic"),
+        ("SELECT id FROM patients WHERE '1990-01-01' BETWEEN dob AND dob", NotSupportedError, ""),
+    ],
+)
+def test_refusals_name_the_column_and_construct(sql: str, error: type, text: str) -> None:
+    with pytest.raises(error) as raised:
+        _plan(sql)
+    assert text in str(raised.value)
+    assert "1990" not in str(raised.value)  # no literal value in a message
+
+
+ORDER = load_pairs("rewrite_enclave_order.sql")
+
+
+@pytest.mark.parametrize("pair", ORDER, ids=_ids(ORDER))
+def test_rewrite_enclave_order(pair: Pair) -> None:
+    plan = _plan(pair.input)
+    assert plan.sql == pair.expected
+    assert plan.finish_sql == pair.directives["finish"]
+    ranks = [op for op in plan.enclave_operations if op.operator == "RANK"]
+    assert [op.target.label for op in ranks] == ["patients.dob"]
+    # The rank column is where stage one puts it; the sort keys are not result columns.
+    assert ranks[0].result_column is not None
+    assert f"AS __ee_rank_{ranks[0].result_column - 2}" in plan.sql
+    assert [c.name for c in plan.result_columns] == ["id", pair.input.split(",")[1].split()[0]]
+
+
+@pytest.mark.parametrize(
+    ("sql", "text"),
+    [
+        ("SELECT name FROM patients GROUP BY name ORDER BY MIN(dob)", "ORDER BY"),
+        ("SELECT dob FROM patients UNION ALL SELECT dob FROM patients ORDER BY dob", "UNION"),
+        ("SELECT name, MIN(id) FROM patients GROUP BY name ORDER BY MIN(dob)", "ORDER BY"),
+        ("SELECT id FROM patients ORDER BY dob LIMIT ?", "? parameter"),
+        ("SELECT ROW_NUMBER() OVER (ORDER BY dob) FROM patients", "window"),
+        ("SELECT id FROM (SELECT id, dob FROM patients ORDER BY dob) AS s", "outermost"),
+    ],
+)
+def test_order_refusals(sql: str, text: str) -> None:
+    with pytest.raises(NotSupportedError) as raised:
+        _plan(sql)
+    assert text in str(raised.value)
+
+
+AGGREGATES = load_pairs("rewrite_enclave_aggregates.sql")
+_PLAINTEXT_AGGREGATES = {
+    "MIN": lambda values: min(values, default=None),
+    "MAX": lambda values: max(values, default=None),
+    "COUNT_DISTINCT": lambda values: len(set(values)),
+}
+
+
+@pytest.mark.parametrize("pair", AGGREGATES, ids=_ids(AGGREGATES))
+def test_rewrite_enclave_aggregates(pair: Pair) -> None:
+    plan = _plan(pair.input)
+    assert plan.sql == pair.expected
+    ops = [(o.operator, o.result_column, o.result_type) for o in plan.enclave_operations]
+    assert ops == pair.directives["ops"]
+    # Differential: the LIST stage on plaintext DuckDB, aggregated here, gives the input's answer.
+    staged = [list(row) for row in plaintext_db().execute(plan.sql).fetchall()]
+    for operator, column, _ in ops:
+        for row in staged:
+            values = [v for v in row[column] or [] if v is not None]
+            row[column] = _PLAINTEXT_AGGREGATES[operator](values)
+    expected = plaintext_db().execute(pair.input).fetchall()
+    assert sorted(map(tuple, staged), key=repr) == sorted(expected, key=repr)
+
+
+def test_rewrite_enclave_order_differential() -> None:
+    """Stage one on plaintext DuckDB (values in place of ranks sort the same), then stage two,
+    gives the input's rows in the input's order."""
+    for pair in ORDER:
+        plan = _plan(pair.input)
+        assert plan.sql is not None and plan.finish_sql is not None
+        connection = plaintext_db()
+        connection.register(STAGE_VIEW, connection.sql(plan.sql).to_arrow_table())
+        assert connection.execute(plan.finish_sql).fetchall() == (
+            connection.execute(pair.input).fetchall()
+        )
+
+
+GROUPING = load_pairs("rewrite_enclave_grouping.sql")
+
+
+@pytest.mark.parametrize("pair", GROUPING, ids=_ids(GROUPING))
+def test_rewrite_enclave_grouping(pair: Pair) -> None:
+    plan = _plan(pair.input)
+    assert plan.sql == pair.expected
+    assert plan.finish_sql == pair.directives["finish"]
+    groups = [op for op in plan.enclave_operations if op.operator == "GROUP"]
+    assert [(op.target.label, op.stage) for op in groups] == [("patients.dob", 1)]
+    later = [op for op in plan.enclave_operations if op.operator not in ("GROUP", "GT")]
+    assert all(op.stage == 2 for op in later)
+    # Differential: both stages on plaintext DuckDB, enclave aggregates applied in Python.
+    connection = plaintext_db()
+    connection.register(STAGE_VIEW, connection.sql(plan.sql).to_arrow_table())
+    rows = [list(row) for row in connection.execute(plan.finish_sql).fetchall()]
+    for operation in later:
+        for row in rows:
+            values = [v for v in row[operation.result_column] or [] if v is not None]
+            row[operation.result_column] = _PLAINTEXT_AGGREGATES[operation.operator](values)
+    expected = connection.execute(pair.input).fetchall()
+    ordered = "ORDER BY" in pair.input
+    got = [tuple(row) for row in rows]
+    assert (got if ordered else sorted(got, key=repr)) == (
+        expected if ordered else sorted(expected, key=repr)
+    )
+    assert [c.name for c in plan.result_columns] == [d[0] for d in connection.description or []]
+
+
+JOINS = load_pairs("rewrite_enclave_joins.sql")
+
+
+@pytest.mark.parametrize("pair", JOINS, ids=_ids(JOINS))
+def test_rewrite_enclave_joins(pair: Pair) -> None:
+    plan = _plan(pair.input)
+    assert plan.sql == pair.expected
+    assert [s.operation.operator for s in plan.join_stages] == ["GROUP"]
+    assert [(o.operator, o.stage) for o in plan.enclave_operations] == [("GROUP", 0)]
+    connection = plaintext_db()
+    for stage in plan.join_stages:
+        for sql, view, column in (
+            (stage.left_sql, stage.left_view, stage.left_column),
+            (stage.right_sql, stage.right_view, stage.right_column),
+        ):
+            side = connection.sql(sql).to_arrow_table()
+            connection.register(view, side.append_column("__ee_gid", side.column(column)))
+    got = sorted(connection.execute(plan.sql).fetchall(), key=repr)
+    assert got == sorted(connection.execute(pair.input).fetchall(), key=repr)
+    assert got  # the fixture data has matches
