@@ -33,6 +33,7 @@ from engine.sql.plan import (
 )
 from engine.sql.qualify_columns import qualify_columns
 from engine.sql.resolve_columns import origin, resolve_columns
+from engine.sql.rewrite_describe_table import rewrite_describe_table
 from engine.sql.rewrite_enclave_aggregates import AGGREGATE, rewrite_enclave_aggregates
 from engine.sql.rewrite_enclave_grouping import (
     GROUP,
@@ -173,6 +174,9 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
                 "ENCRYPTED WITH is only allowed in CREATE TABLE and ALTER TABLE"
             )
         return _plain_plan(statement, catalog)
+    described = rewrite_describe_table(statement, catalog)
+    if described is not statement:
+        return Plan(kind="query", sql=to_sql(described), catalog_version=catalog.version)
     kind = statement_kind(statement)
     if not (isinstance(statement, (exp.Query, exp.Insert, exp.Update, exp.Delete)) or is_ctas):
         raise NotSupportedError(

@@ -82,6 +82,17 @@ def test_description_gives_declared_types_of_encrypted_columns(con: engine.Conne
     assert str(cursor.fetchone()[2]) == "10.50"
 
 
+def test_describe_statement_shows_declared_types(con: engine.Connection) -> None:
+    rows = con.execute("DESCRIBE p").fetchall()
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        ("id", "INTEGER", "NO"),
+        ("name", "VARCHAR", "YES"),
+        ("ssn", "VARCHAR(11)", "YES"),
+        ("salary", "DECIMAL(10,2)", "YES"),
+        ("other_ssn", "VARCHAR(11)", "YES"),
+    ]
+
+
 def test_column_encryption_off_returns_ciphertext_and_refuses_values(
     database: Path, key_dir: Path
 ) -> None:

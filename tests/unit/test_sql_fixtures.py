@@ -113,3 +113,28 @@ def test_parameterize_literals(pair: Pair) -> None:
     bound = [value if kind == "literal" else args[value] for kind, value, _ in got]
     assert plan.sql is not None
     assert _answer(pair.input, args) == _answer(plan.sql, bound)
+
+
+DESCRIBE_TABLE = load_pairs("rewrite_describe_table.sql")
+
+
+@pytest.mark.parametrize("pair", DESCRIBE_TABLE, ids=_ids(DESCRIBE_TABLE))
+def test_rewrite_describe_table(pair: Pair) -> None:
+    plan = describe(parse_statements(pair.input)[0], CATALOG, enclave_available=False)
+    assert plan.sql == pair.expected
+    # DuckDB stores the encrypted columns as BLOB; the rewritten DESCRIBE must list every column
+    # in table order, with the catalog's declared type for the encrypted ones.
+    table = CATALOG.table(parse_statements(pair.input)[0].this.name)
+    connection = plaintext_db()
+    for column in table.columns:
+        if column.encryption is not None:
+            connection.execute(
+                f"ALTER TABLE {table.name} ALTER COLUMN {column.name} SET DATA TYPE BLOB"
+            )
+    rows = connection.execute(plan.sql).fetchall()
+    assert [row[0] for row in rows] == [column.name for column in table.columns]
+    for row, column in zip(rows, table.columns, strict=True):
+        if column.encryption is not None:
+            assert row[1] == column.declared_type
+        else:
+            assert row[1] != "BLOB"
