@@ -1,9 +1,9 @@
 """In-place encryption, decryption and key rotation of columns: ALTER TABLE … ALTER COLUMN,
 CEK rotation and CMK rotation, each atomic (one DuckDB transaction with the catalog change).
 
-It picks the path (client streaming, or re-encryption in the enclave), joins the client's
-transform to the host's column rewrite, and reports which path ran. Like the Connection, it
-does no cryptography and never queries DuckDB itself.
+It picks the path (client streaming, or encryption and re-encryption in the enclave), joins
+the client's transform or enclave package to the host's column rewrite, and reports which path
+ran. Like the Connection, it does no cryptography and never queries DuckDB itself.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from engine.client.enclave_session import EnclaveSession
+    from engine.client.rotation import EnclaveEncryption
     from engine.connection import Connection
     from engine.host.enclave_gateway import EnclaveGateway
 
@@ -114,11 +115,12 @@ def alter_column_encryption(
 ) -> AlterColumnResult:
     """Run one ``ALTER TABLE t ALTER COLUMN c <type> [ENCRYPTED WITH (…)]`` in place.
 
-    Plaintext to encrypted and encrypted to plaintext run on the client; encrypted to another
-    key or type runs in the enclave when there is one (``enclave``, or the connection's own
-    session when it was opened with attestation_protocol) and both keys are enclave-enabled
-    (``path="auto"``), else on the client. ``path="enclave"`` refuses rather
-    than fall back. Decrypting needs ``allow_decryption=True`` and warns.
+    Plaintext to encrypted, and encrypted to another key or type, run in the enclave when
+    there is one (``enclave``, or the connection's own session when it was opened with
+    attestation_protocol) and every key involved is enclave-enabled (``path="auto"``), else on
+    the client. ``path="enclave"`` refuses rather than fall back; ``path="client"`` always
+    streams. Encrypted to plaintext always runs on the client, needs ``allow_decryption=True``
+    and warns.
 
     >>> import tempfile, engine
     >>> from engine.client.keystores import build_registry
@@ -170,7 +172,12 @@ def run_column_change(
     batch_rows: int = BATCH_ROWS,
 ) -> AlterColumnResult:
     """Execute a described change atomically; the lower-level form of alter_column_encryption."""
-    from engine.client.rotation import client_transform, enclave_reencryption, enclave_refusal
+    from engine.client.rotation import (
+        client_transform,
+        enclave_encryption,
+        enclave_reencryption,
+        enclave_refusal,
+    )
 
     if path not in ("auto", "client", "enclave"):
         raise ProgrammingError(f"path must be 'auto', 'client' or 'enclave', not {path!r}")
@@ -214,6 +221,18 @@ def run_column_change(
             rows = host.rewrite_column(
                 change, transform, batch_rows=batch_rows, progress=bar.update
             )
+        elif change.kind == "encrypt":
+            assert enclave is not None
+            rows = _encrypt_in_enclave(
+                connection,
+                change,
+                enclave_encryption(
+                    change, snapshot, enclave.session, client.resolver, key_for, statement_text
+                ),
+                enclave,
+                batch_rows,
+                bar.update,
+            )
         else:
             assert enclave is not None
             job = enclave_reencryption(
@@ -241,6 +260,34 @@ def run_column_change(
     result = AlterColumnResult(change.table, change.column, change.kind, chosen, rows)
     _log.info("%s", result)
     return result
+
+
+def _encrypt_in_enclave(
+    connection: Connection,
+    change: ColumnEncryptionChange,
+    job: EnclaveEncryption,
+    enclave: EnclaveContext,
+    batch_rows: int,
+    progress: Callable[[int], None],
+) -> int:
+    """Plaintext to encrypted in the enclave: the host reads and normalizes the plaintext it
+    already stores, the enclave encrypts it under the key the client sealed into ``job``."""
+    from engine.host.column_rewrite import enclave_encryption_transform
+
+    gateway = enclave.gateway
+    with gateway.query(enclave.session.session_id, job.package, job.statement_text) as qid:
+        transform = enclave_encryption_transform(
+            gateway,
+            qid,
+            cek_id=job.cek_id,
+            type_code=job.type_code,
+            constant=job.constant,
+            declared_type=job.declared_type,
+            column=change.label,
+        )
+        return connection._host.rewrite_column(
+            change, transform, batch_rows=batch_rows, progress=progress
+        )
 
 
 def _connection_enclave(connection: Connection) -> EnclaveContext | None:

@@ -1,5 +1,6 @@
 """The client's part of in-place encryption and key rotation: value transforms for the
-client-streaming path, the enclave package for re-encryption, and the CMK rotation checks.
+client-streaming path, the enclave packages for re-encryption and for encryption of a plaintext
+column, and the CMK rotation checks.
 
 It works on plain data (Arrow arrays, catalog snapshots) and keys it resolves itself. It never
 opens DuckDB and never calls the host; the connection hands it batches and passes results on.
@@ -14,8 +15,10 @@ import pyarrow as pa
 
 from engine.client.codec import decrypt_column, encrypt_column
 from engine.client.column_keys import ColumnKeyResolver
+from engine.client.enclave_authorization import encrypt as encrypt_grant
 from engine.client.enclave_authorization import reencrypt as reencrypt_grants
 from engine.client.enclave_package import type_code_for
+from engine.client.enclave_queries import admit_cek
 from engine.client.enclave_session import EnclaveSession
 from engine.errors import OperationalError, ProgrammingError
 from engine.sql.alter_column_encryption import ColumnEncryptionChange
@@ -23,9 +26,11 @@ from engine.sql.catalog import CatalogSnapshot
 from engine.types import parse_sql_type
 
 __all__ = [
+    "EnclaveEncryption",
     "EnclaveReencryption",
     "check_cmk_rotation",
     "client_transform",
+    "enclave_encryption",
     "enclave_reencryption",
     "enclave_refusal",
 ]
@@ -87,14 +92,40 @@ class EnclaveReencryption:
     constant: bytes
 
 
+@dataclass(frozen=True)
+class EnclaveEncryption:
+    """What the host needs to encrypt a plaintext column in the enclave: the sealed package for
+    ``statement_text``, and the arguments of each ENCRYPT call. Holds no key.
+
+    The host normalizes the values itself (``engine.normalization``) with ``declared_type``,
+    the type the client put into the grant as ``type_code``."""
+
+    statement_text: str
+    package: bytes
+    cek_id: int
+    type_code: int
+    constant: bytes
+    declared_type: str
+
+
 def enclave_refusal(change: ColumnEncryptionChange, snapshot: CatalogSnapshot) -> str | None:
     """Why the enclave cannot run ``change``, or None when it can (catalog facts only; the
-    signatures are checked when the package is built)."""
-    if change.source is None or change.target is None:
+    signatures are checked when the package is built).
+
+    The enclave re-encrypts, and encrypts a plaintext column; it never returns plaintext, so
+    decryption always runs on the client.
+
+    >>> from engine.sql.plan import EncryptionTarget
+    >>> source = EncryptionTarget("t", "c", "k", "DETERMINISTIC", "INT")
+    >>> change = ColumnEncryptionChange("t", "c", source, "INT", None, "INT", "INTEGER", None,
+    ...                                 (), 1)
+    >>> enclave_refusal(change, CatalogSnapshot(1))
+    't.c: the enclave only re-encrypts or encrypts; decryption runs on the client'
+    """
+    if change.target is None:
         return (
-            f"{change.label}: the enclave only re-encrypts; "
-            f"{'encryption of plaintext' if change.source is None else 'decryption'} "
-            "runs on the client"
+            f"{change.label}: the enclave only re-encrypts or encrypts; decryption runs on the "
+            "client"
         )
     for cek in change.required_keys:
         if not snapshot.enclave_enabled(cek):
@@ -102,6 +133,8 @@ def enclave_refusal(change: ColumnEncryptionChange, snapshot: CatalogSnapshot) -
                 f"{change.label}: column encryption key {cek} is not enclave-enabled (every "
                 "column master key that wraps it needs ENCLAVE_COMPUTATIONS)"
             )
+    if change.source is None:
+        return None
     source_form = parse_sql_type(change.source.declared_type).form
     if parse_sql_type(change.target.declared_type).form != source_form:
         return (
@@ -110,6 +143,50 @@ def enclave_refusal(change: ColumnEncryptionChange, snapshot: CatalogSnapshot) -
             "differently; change the type on the client path"
         )
     return None
+
+
+def _admit_keys(
+    change: ColumnEncryptionChange,
+    snapshot: CatalogSnapshot,
+    session: EnclaveSession,
+    resolver: ColumnKeyResolver,
+) -> None:
+    """Admit every key of ``change`` to the session; each CMK's enclave signature must verify."""
+    for cek_name in change.required_keys:
+        admit_cek(session, cek_name, snapshot, resolver)
+
+
+def enclave_encryption(
+    change: ColumnEncryptionChange,
+    snapshot: CatalogSnapshot,
+    session: EnclaveSession,
+    resolver: ColumnKeyResolver,
+    key_for: KeyFor,
+    statement_text: str,
+) -> EnclaveEncryption:
+    """Admit the target key to ``session`` (every CMK's enclave signature must verify) and
+    build the package that allows exactly this encryption: ENCRYPT under the target key, for
+    the target's type code and encryption type. Raises before anything is sent."""
+    reason = enclave_refusal(change, snapshot)
+    if reason is not None:
+        raise ProgrammingError(reason)
+    if change.source is not None or change.target is None:
+        raise ProgrammingError(f"{change.label} is already encrypted; use enclave_reencryption")
+    target = change.target
+    _admit_keys(change, snapshot, session, resolver)
+    type_code = type_code_for(parse_sql_type(target.declared_type).form)
+    grant = encrypt_grant(target.cek_name, type_code, _MODES[target.encryption_type])
+    package = session.package_for(
+        statement_text, {target.cek_name: key_for(target.cek_name)}, [grant]
+    )
+    return EnclaveEncryption(
+        statement_text=statement_text,
+        package=package,
+        cek_id=session.cek_id(target.cek_name),
+        type_code=int(type_code),
+        constant=grant.constant,
+        declared_type=target.declared_type,
+    )
 
 
 def enclave_reencryption(
@@ -125,19 +202,9 @@ def enclave_reencryption(
     reason = enclave_refusal(change, snapshot)
     if reason is not None:
         raise ProgrammingError(reason)
-    assert change.source is not None and change.target is not None
-    for cek_name in change.required_keys:
-        for value in snapshot.cek(cek_name).values:
-            cmk = snapshot.cmk(value.cmk_name)
-            session.verify_cek(
-                cek_name,
-                resolver,
-                cmk_provider=cmk.key_store_provider_name,
-                cmk_key_path=cmk.key_path,
-                allow_enclave_computations=cmk.allow_enclave_computations,
-                signature=cmk.signature,
-                cmk_name=cmk.name,
-            )
+    if change.source is None or change.target is None:
+        raise ProgrammingError(f"{change.label} is not encrypted yet; use enclave_encryption")
+    _admit_keys(change, snapshot, session, resolver)
     type_code = type_code_for(parse_sql_type(change.source.declared_type).form)
     target_id = session.cek_id(change.target.cek_name)
     mode = _MODES[change.target.encryption_type]

@@ -4,7 +4,8 @@ It first adds a hidden shadow column, which also makes DuckDB refuse concurrent 
 table. Values are read and written back in rowid-ranged batches: into the column itself when
 the stored type stays the same, else into the shadow, which ``ALTER COLUMN … SET DATA TYPE …
 USING`` swaps in. Nothing is durable before the caller commits, so a crash leaves the old column.
-It never sees a key: the values it hands out and takes back come from the ``transform``.
+It never sees a key: the values it hands out and takes back come from the ``transform`` (the
+client's, or ``enclave_encryption_transform``, which normalizes here and encrypts in the enclave).
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
 
 from engine.errors import InternalError, NotSupportedError, ProgrammingError
+from engine.normalization import normalize
 
-__all__ = ["SHADOW_PREFIX", "key_constrained", "rewrite_column"]
+if TYPE_CHECKING:
+    from engine.host.enclave_gateway import EnclaveGateway
+
+__all__ = ["SHADOW_PREFIX", "enclave_encryption_transform", "key_constrained", "rewrite_column"]
 
 SHADOW_PREFIX = "__enclavesql_shadow_"
 _views = itertools.count()
@@ -110,6 +116,40 @@ def rewrite_column(
         )
     con.execute(f"ALTER TABLE {quoted_table} DROP COLUMN {shadow}")
     return done
+
+
+def enclave_encryption_transform(
+    gateway: EnclaveGateway,
+    query_id: int,
+    *,
+    cek_id: int,
+    type_code: int,
+    constant: bytes,
+    declared_type: str,
+    column: str,
+) -> Callable[[pa.Array], pa.Array]:
+    """A ``transform`` for ``rewrite_column`` that encrypts a plaintext column in the enclave.
+
+    The host normalizes each batch to rule-v1 bytes (the column was plaintext, so the host
+    holds these values already) and hands them to ENCRYPT under the query the client
+    authorized; the cells come back under the column key, which the host never receives.
+    ``cek_id``, ``type_code``, ``constant`` and ``declared_type`` come from the client's job.
+
+    >>> class Echo:  # stands in for the gateway: returns the normalized bytes it is given
+    ...     def encrypt(self, query_id, cek_id, type_code, constant, plaintexts):
+    ...         return plaintexts
+    >>> step = enclave_encryption_transform(Echo(), 1, cek_id=1, type_code=1, constant=b"\\x02",
+    ...                                     declared_type="INT", column="t.v")
+    >>> step(pa.array([1, None], pa.int32())).to_pylist()
+    [b'\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00', None]
+    """
+
+    def transform(values: pa.Array) -> pa.Array:
+        plaintexts = normalize(values, declared_type, column=column)
+        cells: pa.Array = gateway.encrypt(query_id, cek_id, type_code, constant, plaintexts)
+        return cells
+
+    return transform
 
 
 def _read_batch(con: duckdb.DuckDBPyConnection, sql: str, *, lossless: bool) -> pa.Table:
