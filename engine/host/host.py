@@ -274,11 +274,14 @@ class Host:
             if table is not None and first:
                 table = finish_aggregates(table, first, gateway, query_id)
             if table is not None and plan.finish_sql is not None:
-                # Stage two of ORDER BY: sort and limit stage one's rows, ranks in place.
+                # Stage two: sort, filter and limit stage one's rows, ranks and cells in place.
                 with self._registered(STAGE_VIEW, table):
                     try:
                         result = self._run(plan.finish_sql, ())
                     except duckdb.Error as error:
+                        failure = self._udf_failures.pop(query_id, None)
+                        if failure is not None:
+                            raise failure from None  # an enclave comparison of HAVING
                         raise map_duckdb_error(error, redact=True) from None
                 table = result.table
                 second = [call for call in enclave.aggregates if call.stage == 2]
@@ -299,7 +302,8 @@ class Host:
             return HostResult(None, (), int(count[0]) if count else 0, ())
         types = list(result.column_types)
         for call in enclave.aggregates:
-            if call.kind == "aggregate":
+            if call.kind == "aggregate" and call.result_column < len(types):
+                # (A HAVING or ORDER BY input of stage one is past stage two's columns.)
                 types[call.result_column] = "BLOB"  # one result cell per row, not a list
         return HostResult(table, tuple(types), -1, plan.result_columns)
 

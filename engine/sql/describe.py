@@ -41,6 +41,7 @@ from engine.sql.rewrite_enclave_grouping import (
     STAGE_TWO_CALLS,
     rewrite_enclave_grouping,
 )
+from engine.sql.rewrite_enclave_having import bind_aggregate_constants, rewrite_enclave_having
 from engine.sql.rewrite_enclave_joins import JOIN_STAGES, rewrite_enclave_joins
 from engine.sql.rewrite_enclave_order import EXTRA, FINISH, RANK, rewrite_enclave_order
 from engine.sql.rewrite_enclave_predicates import rewrite_enclave_predicates
@@ -197,11 +198,11 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
                     "WITH column under the same key and use INSERT ... SELECT"
                 )
     tree = classify_encrypted_operations(tree, catalog, enclave_available=enclave_available)
-    tree = parameterize_literals(tree)
+    tree = parameterize_literals(bind_aggregate_constants(tree))
     parameterized_sql: str | None = None
     join_stages: tuple[JoinStage, ...] = ()
     if enclave_available:
-        joined = rewrite_enclave_joins(rewrite_enclave_aggregates(tree))
+        joined = rewrite_enclave_joins(rewrite_enclave_aggregates(rewrite_enclave_having(tree)))
         join_stages = tuple(joined.meta.get(JOIN_STAGES, ()))
         rewritten = rewrite_enclave_predicates(
             rewrite_enclave_order(rewrite_enclave_grouping(joined))
@@ -222,19 +223,21 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
     if isinstance(tree, exp.Query):
         columns = []
         for projection in tree.selects:
+            aggregate = projection.meta.get(AGGREGATE)
+            if isinstance(aggregate, EnclaveOperation):
+                # Before a RANK of the same column: the host ranks the aggregate's result cells.
+                operations.append(aggregate)
             ranked = projection.meta.get(RANK) or projection.meta.get(GROUP)
             if isinstance(ranked, EnclaveOperation):
                 operations.append(ranked)
             if projection.meta.get(EXTRA):
-                continue  # a sort key of stage one, dropped by stage two
+                continue  # a sort key or HAVING input of stage one, dropped by stage two
             target, declared = origin(projection)
-            aggregate = projection.meta.get(AGGREGATE)
             if isinstance(aggregate, EnclaveOperation):
                 # Cells of the aggregate's result, under the column's key: the client decrypts
                 # them as the result type.
                 declared = aggregate.result_type
                 target = replace(aggregate.target, declared_type=declared or "")
-                operations.append(aggregate)
             columns.append(ResultColumn(projection.alias_or_name, declared, target))
         result_columns = tuple(columns)
         if RESULTS in tree.meta:

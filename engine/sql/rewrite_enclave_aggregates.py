@@ -15,7 +15,7 @@ from engine.sql.classify_encrypted_operations import ENCLAVE
 from engine.sql.plan import EnclaveOperation, EncryptionTarget
 from engine.types import NormalizationForm, parse_sql_type
 
-__all__ = ["AGGREGATE", "rewrite_enclave_aggregates", "result_type"]
+__all__ = ["AGGREGATE", "aggregate_operator", "rewrite_enclave_aggregates", "result_type"]
 
 # Set on the rewritten projection: its EnclaveOperation (with result_column).
 AGGREGATE = "ae_enclave_aggregate"
@@ -40,6 +40,16 @@ _NUMERIC = (
     NormalizationForm.FLOAT32,
     NormalizationForm.FLOAT64,
 )
+
+
+def aggregate_operator(node: exp.Expr) -> str:
+    """The enclave operator name of an aggregate node (``"SUM"``, ``"COUNT_DISTINCT"``...).
+
+    >>> from sqlglot import parse_one
+    >>> aggregate_operator(parse_one("AVG(x)")), aggregate_operator(parse_one("COUNT(DISTINCT x)"))
+    ('AVG', 'COUNT_DISTINCT')
+    """
+    return _OPERATORS[type(node)]
 
 
 def result_type(operator: str, declared_type: str) -> str:

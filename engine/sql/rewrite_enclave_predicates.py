@@ -20,12 +20,20 @@ from engine.sql.plan import EnclaveOperation, EncryptionTarget
 from engine.sql.resolve_columns import origin
 from engine.types import NormalizationForm, parse_sql_type
 
-__all__ = ["COMPARE_FUNCTION", "COMPARE_COLUMNS_FUNCTION", "ROLE", "rewrite_enclave_predicates"]
+__all__ = [
+    "COMPARISONS",
+    "COMPARE_FUNCTION",
+    "COMPARE_COLUMNS_FUNCTION",
+    "ROLE",
+    "SQL_NAMES",
+    "rewrite_enclave_predicates",
+    "role_placeholder",
+]
 
 COMPARE_FUNCTION = "__ee_compare"
 COMPARE_COLUMNS_FUNCTION = "__ee_compare_columns"
 
-_COMPARISONS: dict[type[exp.Expr], tuple[str, str]] = {
+COMPARISONS: dict[type[exp.Expr], tuple[str, str]] = {
     # node class: (operator, operator with the operands swapped)
     exp.EQ: ("EQ", "EQ"),
     exp.NEQ: ("NE", "NE"),
@@ -34,11 +42,12 @@ _COMPARISONS: dict[type[exp.Expr], tuple[str, str]] = {
     exp.GT: ("GT", "LT"),
     exp.GTE: ("GE", "LE"),
 }
-_SQL_NAMES = {"EQ": "=", "NE": "<>", "LT": "<", "LE": "<=", "GT": ">", "GE": ">="}
+SQL_NAMES = {"EQ": "=", "NE": "<>", "LT": "<", "LE": "<=", "GT": ">", "GE": ">="}
 _STRING_FORMS = (NormalizationForm.UTF8, NormalizationForm.UTF16LE)
 
 
-def _placeholder(role: str, operation: EnclaveOperation | None, cast: str) -> exp.Expr:
+def role_placeholder(role: str, operation: EnclaveOperation | None, cast: str) -> exp.Expr:
+    """A ``?`` whose value the host (query id) or the client (the rest) fills in, cast as SQL."""
     marker = exp.Placeholder()
     marker.meta[ROLE] = (role, operation)
     return exp.Cast(this=marker, to=exp.DataType.build(cast, dialect="duckdb"))
@@ -47,13 +56,13 @@ def _placeholder(role: str, operation: EnclaveOperation | None, cast: str) -> ex
 def _call(function: str, columns: list[exp.Expr], operation: EnclaveOperation) -> exp.Expr:
     arguments = [
         *columns,
-        _placeholder("enclave_query", None, "UBIGINT"),
-        _placeholder("enclave_cek", operation, "INTEGER"),
-        _placeholder("enclave_type", operation, "INTEGER"),
-        _placeholder("enclave_operator", operation, "INTEGER"),
+        role_placeholder("enclave_query", None, "UBIGINT"),
+        role_placeholder("enclave_cek", operation, "INTEGER"),
+        role_placeholder("enclave_type", operation, "INTEGER"),
+        role_placeholder("enclave_operator", operation, "INTEGER"),
     ]
     if function == COMPARE_FUNCTION:
-        arguments.append(_placeholder("enclave_constant", operation, "BLOB"))
+        arguments.append(role_placeholder("enclave_constant", operation, "BLOB"))
     return exp.Anonymous(this=function, expressions=arguments)
 
 
@@ -79,11 +88,11 @@ def _type_form(target: EncryptionTarget) -> NormalizationForm:
 
 
 def _comparison(node: exp.Expr, target: EncryptionTarget) -> exp.Expr:
-    operator, swapped = _COMPARISONS[type(node)]
+    operator, swapped = COMPARISONS[type(node)]
     left, right = node.this, node.expression
     form = _type_form(target).name
     if _is_column(left) and _is_column(right):
-        operation = EnclaveOperation(target, operator, form, (), None, _SQL_NAMES[operator])
+        operation = EnclaveOperation(target, operator, form, (), None, SQL_NAMES[operator])
         return _call(COMPARE_COLUMNS_FUNCTION, [left, right], operation)
     column, constant = (left, right) if _is_column(left) else (right, left)
     if column is not left:
@@ -95,9 +104,9 @@ def _comparison(node: exp.Expr, target: EncryptionTarget) -> exp.Expr:
         target,
         operator,
         form,
-        (_source(constant, target, _SQL_NAMES[operator]),),
+        (_source(constant, target, SQL_NAMES[operator]),),
         None,
-        _SQL_NAMES[operator],
+        SQL_NAMES[operator],
     )
     return _call(COMPARE_FUNCTION, [column], operation)
 
@@ -171,7 +180,7 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
         return node
     if isinstance(node, exp.Escape):
         return node
-    if type(node) in _COMPARISONS:
+    if type(node) in COMPARISONS:
         return _comparison(node, target)
     if isinstance(node, exp.Between):
         return _between(node, target)

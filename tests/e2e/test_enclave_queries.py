@@ -200,6 +200,40 @@ def test_the_host_records_no_plaintext_of_enclave_queries(tmp_path: Path, key_di
         connection.close()
 
 
+def test_having_and_order_by_enclave_aggregates_leave_no_plaintext_on_the_host(
+    tmp_path: Path, key_dir: Path
+) -> None:
+    host = RecordingHost(Host(str(tmp_path / "having.duckdb")))
+    connection = Connection(host, Client(key_dir=str(key_dir)), attestation_protocol="none")
+    try:
+        _setup(connection)
+        host.calls.clear()
+        even = 987_654_321 - 5  # SUM(amount) of ids 2 and 4; ids 1 and 3 sum to 123_456_789
+        having = (
+            "SELECT id % 2 AS p, SUM(amount) AS s FROM t GROUP BY id % 2 "
+            "HAVING SUM(amount) > 555555555 AND MAX(name) >= ? ORDER BY s DESC"
+        )
+        assert _quiet(connection, having, ["CANARY-omega"]) == [(0, even)]
+        ordered = "SELECT id % 2 AS p FROM t GROUP BY id % 2 ORDER BY AVG(amount) DESC LIMIT 1"
+        assert _quiet(connection, ordered) == [(0,)]
+        haystack = b"".join(
+            pickle.dumps(call.arguments) + repr(call.arguments).encode() for call in host.calls
+        )
+        needles = [
+            b"CANARY",
+            str(even).encode(),
+            b"555555555",
+            normalize([even], "DECIMAL(38,0)").to_pylist()[0],
+            normalize([555_555_555], "DECIMAL(38,0)").to_pylist()[0],
+            normalize([even / 2], "DOUBLE").to_pylist()[0],
+        ]
+        for needle in needles:
+            assert needle not in haystack
+        assert any(call.method == "execute" for call in host.calls)
+    finally:
+        connection.close()
+
+
 def test_dml_with_enclave_predicates(con: Connection) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureEnclaveWarning)

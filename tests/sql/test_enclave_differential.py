@@ -1,7 +1,7 @@
 """Differential property of enclave queries: random tables with RANDOMIZED enclave-enabled
 columns, random WHERE predicates (mixed with NOT/AND/OR and plaintext ones), aggregates grouped
-by a plaintext key, GROUP BY, DISTINCT, ORDER BY and a self-join on the encrypted columns give
-the same answers as plaintext DuckDB."""
+by a plaintext key (with HAVING and ORDER BY over them), GROUP BY, DISTINCT, ORDER BY and a
+self-join on the encrypted columns give the same answers as plaintext DuckDB."""
 
 from __future__ import annotations
 
@@ -117,6 +117,11 @@ def test_random_enclave_predicates_and_aggregates_match(
     queries.append((f"SELECT g, {aggregates} FROM {table} GROUP BY g ORDER BY g", []))
     queries.append((f"SELECT {aggregates} FROM {table} WHERE {predicate}", params))
     queries.append((f"SELECT v, COUNT(*), MAX(g) FROM {table} GROUP BY v ORDER BY v", []))
+    # HAVING and ORDER BY over enclave aggregates (the probe may or may not be a value).
+    if params and params[0] is not None:
+        having = f"SELECT g FROM {table} GROUP BY g HAVING MAX(v) >= ? OR COUNT(*) = 1"
+        queries.append((having, [params[0]]))
+    queries.append((f"SELECT g, MIN(v) AS m FROM {table} GROUP BY g ORDER BY m DESC, g", []))
     queries.append((f"SELECT id, v FROM {table} WHERE {predicate} ORDER BY v DESC, id", params))
     queries.append((f"SELECT a.id, b.id FROM {table} AS a JOIN {table} AS b ON a.v = b.w", []))
     queries.append((f"SELECT DISTINCT w FROM {table}", []))
