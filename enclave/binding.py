@@ -345,16 +345,55 @@ class _Rows:
         return pa.py_buffer(np.packbits(self.valid_mask(), bitorder="little"))
 
 
-def _build_result(rows: _Rows, out_data: Any, out_offsets: Any, used: int) -> Any:
+class _Output:
+    """Room for one native batch result: `capacity` bytes and `count + 1` int64 offsets.
+
+    Every batch call that writes cells opens with the same five arguments (out, out_cap,
+    *out_len, out_offsets, out_offsets_cap); this class owns them so each call site does not.
+    """
+
+    def __init__(self, capacity: int, count: int) -> None:
+        self.capacity = capacity
+        self.count = count
+        self.data: Any = np.empty(max(capacity, 1), dtype=np.uint8)
+        self.offsets: Any = np.zeros(count + 1, dtype=np.int64)
+        self._len = _ffi.new("size_t *")
+
+    def c_args(self) -> tuple[Any, ...]:
+        """(out, out_cap, out_len, out_offsets, out_offsets_cap) for the native call."""
+        return (
+            _ffi.from_buffer("uint8_t[]", self.data, require_writable=True),
+            self.capacity,
+            self._len,
+            _ffi.from_buffer("int64_t[]", self.offsets, require_writable=True),
+            self.count + 1,
+        )
+
+    @property
+    def used(self) -> int:
+        """The bytes the native call wrote (valid once it returned EE_OK)."""
+        return int(self._len[0])
+
+
+def _validity_of(nulls: Any) -> tuple[Any, int]:
+    """(Arrow validity buffer or None when nothing is null, null count) for a boolean mask."""
+    null_count = int(nulls.sum())
+    if null_count == 0:
+        return None, 0
+    return pa.py_buffer(np.packbits(~nulls, bitorder="little")), null_count
+
+
+def _build_result(rows: _Rows, out: _Output) -> Any:
     """A binary array over the native output (large_binary only past 2 GiB)."""
+    used = out.used
     if used <= _INT32_MAX:
-        kind, offsets = pa.binary(), out_offsets.astype(np.int32)
+        kind, offsets = pa.binary(), out.offsets.astype(np.int32)
     else:
-        kind, offsets = pa.large_binary(), out_offsets
+        kind, offsets = pa.large_binary(), out.offsets
     return pa.Array.from_buffers(
         kind,
         rows.count,
-        [rows.result_validity(), pa.py_buffer(offsets), pa.py_buffer(out_data[:used])],
+        [rows.result_validity(), pa.py_buffer(offsets), pa.py_buffer(out.data[:used])],
         null_count=rows.null_count,
     )
 
@@ -370,15 +409,9 @@ def _encrypt(key: CellKey, plaintexts: Any, mode: int, ivs: bytes | None) -> Any
             f"ivs must hold 16 bytes per non-null row ({16 * int(valid.sum())} bytes), "
             f"got {len(ivs)}"
         )
-    out_data = np.empty(max(total, 1), dtype=np.uint8)
-    out_offsets = np.empty(rows.count + 1, dtype=np.int64)
-    out_len = _ffi.new("size_t *")
+    out = _Output(total, rows.count)
     status = _lib.ee_cell_encrypt_batch(
-        _ffi.from_buffer("uint8_t[]", out_data, require_writable=True),
-        total,
-        out_len,
-        _ffi.from_buffer("int64_t[]", out_offsets, require_writable=True),
-        rows.count + 1,
+        *out.c_args(),
         key_id,
         mode,
         *rows.c_args(),
@@ -386,7 +419,7 @@ def _encrypt(key: CellKey, plaintexts: Any, mode: int, ivs: bytes | None) -> Any
         0 if ivs is None else len(ivs),
     )
     _raise_for(status, "encrypting cells")
-    return _build_result(rows, out_data, out_offsets, int(out_len[0]))
+    return _build_result(rows, out)
 
 
 def encrypt_cells(key: CellKey, plaintexts: Any, *, deterministic: bool) -> Any:
@@ -428,23 +461,17 @@ def decrypt_cells(key: CellKey, cells: Any) -> Any:
     rows = _Rows(cells, "cells")
     valid = rows.valid_mask()
     bound = int(np.maximum(rows.lengths() - _CELL_OVERHEAD, 0)[valid].sum())
-    out_data = np.empty(max(bound, 1), dtype=np.uint8)
-    out_offsets = np.empty(rows.count + 1, dtype=np.int64)
-    out_len = _ffi.new("size_t *")
+    out = _Output(bound, rows.count)
     failed_row = _ffi.new("size_t *")
     status = _lib.ee_cell_decrypt_batch(
-        _ffi.from_buffer("uint8_t[]", out_data, require_writable=True),
-        bound,
-        out_len,
-        _ffi.from_buffer("int64_t[]", out_offsets, require_writable=True),
-        rows.count + 1,
+        *out.c_args(),
         failed_row,
         key_id,
         *rows.c_args(),
     )
     # The failing row index stays internal: a message naming it would help an attacker probe.
     _raise_for(status, "decrypting cells")
-    return _build_result(rows, out_data, out_offsets, int(out_len[0]))
+    return _build_result(rows, out)
 
 
 def derive_cell_keys(root_key: bytes) -> tuple[bytes, bytes, bytes]:
@@ -743,8 +770,7 @@ enclave package
     _raise_for(status, "comparing encrypted cells")
     result = out[: rows.count]
     nulls = result == 2
-    null_count = int(nulls.sum())
-    validity = None if null_count == 0 else pa.py_buffer(np.packbits(~nulls, bitorder="little"))
+    validity, null_count = _validity_of(nulls)
     values = pa.py_buffer(np.packbits(result == 1, bitorder="little"))
     return pa.Array.from_buffers(pa.bool_(), rows.count, [validity, values], null_count=null_count)
 
@@ -807,16 +833,15 @@ def _group_id_vector(group_ids: Any, count: int) -> Any:
     return vector
 
 
-def _cells_result(count: int, out_data: Any, out_offsets: Any, used: int) -> Any:
+def _cells_result(out: _Output) -> Any:
     """A binary array over native output in which an empty entry means null."""
-    lengths = np.diff(out_offsets)
+    lengths = np.diff(out.offsets)
     nulls = lengths == 0
-    null_count = int(nulls.sum())
-    validity = None if null_count == 0 else pa.py_buffer(np.packbits(~nulls, bitorder="little"))
+    validity, null_count = _validity_of(nulls)
     return pa.Array.from_buffers(
         pa.binary(),
-        count,
-        [validity, pa.py_buffer(out_offsets.astype(np.int32)), pa.py_buffer(out_data[:used])],
+        out.count,
+        [validity, pa.py_buffer(out.offsets.astype(np.int32)), pa.py_buffer(out.data[: out.used])],
         null_count=null_count,
     )
 
@@ -851,16 +876,9 @@ enclave package
     lengths = rows.lengths()[rows.valid_mask()]
     longest = max(17, int(lengths.max()) - _CELL_OVERHEAD if len(lengths) else 17)
     cell_len = _CELL_OVERHEAD + 16 * (longest // 16 + 1)
-    capacity = groups * cell_len
-    out_data = np.empty(max(capacity, 1), dtype=np.uint8)
-    out_offsets = np.zeros(groups + 1, dtype=np.int64)
-    out_len = _ffi.new("size_t *")
+    out = _Output(groups * cell_len, groups)
     status = _lib.ee_enclave_aggregate(
-        _ffi.from_buffer("uint8_t[]", out_data, require_writable=True),
-        capacity,
-        out_len,
-        _ffi.from_buffer("int64_t[]", out_offsets, require_writable=True),
-        groups + 1,
+        *out.c_args(),
         *args,
         b"",
         0,
@@ -871,7 +889,7 @@ enclave package
         scale,
     )
     _raise_for(status, "aggregating encrypted cells")
-    return _cells_result(groups, out_data, out_offsets, int(out_len[0]))
+    return _cells_result(out)
 
 
 def _transform(
@@ -886,22 +904,16 @@ def _transform(
 ) -> Any:
     args = _operator_args(query_id, cek_id, type_code, operator)
     blob = _bytes_arg(constant, "the operator constant")
-    out_data = np.empty(max(capacity, 1), dtype=np.uint8)
-    out_offsets = np.zeros(rows.count + 1, dtype=np.int64)
-    out_len = _ffi.new("size_t *")
+    out = _Output(capacity, rows.count)
     status = _lib.ee_enclave_transform(
-        _ffi.from_buffer("uint8_t[]", out_data, require_writable=True),
-        capacity,
-        out_len,
-        _ffi.from_buffer("int64_t[]", out_offsets, require_writable=True),
-        rows.count + 1,
+        *out.c_args(),
         *args,
         blob,
         len(blob),
         *rows.c_args(),
     )
     _raise_for(status, action)
-    return _build_result(rows, out_data, out_offsets, int(out_len[0]))
+    return _build_result(rows, out)
 
 
 def enclave_reencrypt(

@@ -42,7 +42,13 @@ from engine.sql.plan import (
 )
 from engine.types import NormalizationForm, parse_sql_type
 
-__all__ = ["EnclaveValues", "enclave_grant", "enclave_parameter_values", "integer_sums"]
+__all__ = [
+    "EnclaveValues",
+    "admit_cek",
+    "enclave_grant",
+    "enclave_parameter_values",
+    "integer_sums",
+]
 
 
 @dataclass(frozen=True)
@@ -111,10 +117,14 @@ def enclave_grant(operation: EnclaveOperation, user: Sequence[object], key_for: 
     return compare(name, type_code, operator, cells[0])
 
 
-def _admit(
+def admit_cek(
     session: EnclaveSession, cek_name: str, snapshot: CatalogSnapshot, resolver: ColumnKeyResolver
 ) -> None:
-    """Verify every CMK that wraps the CEK for enclave use (each raises on failure)."""
+    """Verify every CMK that wraps the CEK for enclave use (each raises on failure).
+
+    Enclave queries and enclave re-encryption both admit their keys this way.
+    (No doctest: it needs an attested session; tests/e2e/test_enclave_queries.py runs it.)
+    """
     for value in snapshot.cek(cek_name).values:
         cmk = snapshot.cmk(value.cmk_name)
         session.verify_cek(
@@ -151,7 +161,7 @@ def enclave_parameter_values(
     }
     names = sorted({operation.target.cek_name for operation in plan.enclave_operations})
     for name in names:
-        _admit(session, name, snapshot, resolver)
+        admit_cek(session, name, snapshot, resolver)
     ordinary = [i for i, s in enumerate(plan.parameters) if s.source[0] not in ENCLAVE_ROLES]
     encrypted = encrypt_parameters([plan.parameters[i] for i in ordinary], user, key_for)
     values: list[object] = [None] * len(plan.parameters)

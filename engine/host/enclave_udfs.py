@@ -52,8 +52,23 @@ def register_enclave_udfs(
     [(True,)]
     """
 
-    def call(query_id: Any, *args: Any) -> pa.Array:
+    def call(
+        cells: Any,
+        right: Any | None,
+        query_id: Any,
+        cek_id: Any,
+        type_code: Any,
+        operator: Any,
+        constant: Any | None,
+    ) -> pa.Array:
+        # An empty vector has no first row to read the bound parameters from.
+        if len(cells) == 0:
+            return pa.array([], pa.bool_())
         query = _scalar(query_id)
+        blob = b"" if constant is None else constant[0].as_py()
+        args = [_scalar(cek_id), _scalar(type_code), _scalar(operator), blob, _cells(cells)]
+        if right is not None:
+            args.append(_cells(right))
         try:
             return gateway.compare(query, *args)
         except Error as error:
@@ -64,31 +79,12 @@ def register_enclave_udfs(
     def compare(
         cells: Any, query_id: Any, cek_id: Any, type_code: Any, operator: Any, constant: Any
     ) -> pa.Array:
-        if len(cells) == 0:
-            return pa.array([], pa.bool_())
-        return call(
-            query_id,
-            _scalar(cek_id),
-            _scalar(type_code),
-            _scalar(operator),
-            constant[0].as_py(),
-            _cells(cells),
-        )
+        return call(cells, None, query_id, cek_id, type_code, operator, constant)
 
     def compare_columns(
         left: Any, right: Any, query_id: Any, cek_id: Any, type_code: Any, operator: Any
     ) -> pa.Array:
-        if len(left) == 0:
-            return pa.array([], pa.bool_())
-        return call(
-            query_id,
-            _scalar(cek_id),
-            _scalar(type_code),
-            _scalar(operator),
-            b"",
-            _cells(left),
-            _cells(right),
-        )
+        return call(left, right, query_id, cek_id, type_code, operator, None)
 
     blob, ubigint, integer = sqltypes.BLOB, sqltypes.UBIGINT, sqltypes.INTEGER
     connection.create_function(

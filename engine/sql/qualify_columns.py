@@ -11,6 +11,7 @@ from sqlglot.errors import OptimizeError, SqlglotError
 from sqlglot.optimizer.qualify import qualify
 
 from engine.errors import ProgrammingError
+from engine.sql._outermost import outermost_queries
 from engine.sql._redact import redact_literals
 from engine.sql.catalog import CatalogSnapshot
 
@@ -72,7 +73,7 @@ def qualify_columns(expression: exp.Expr, catalog: CatalogSnapshot) -> exp.Expr:
     if isinstance(expression, (exp.Update, exp.Delete)):
         # Correlated references to the DML target cannot be validated here; the binder
         # resolves them against the target table.
-        for query in [q for q in expression.find_all(exp.Query) if _outermost_query(q)]:
+        for query in outermost_queries(expression):
             query.replace(_qualify(query, catalog, validate=False))
         return expression
     if isinstance(expression, exp.Create):
@@ -83,12 +84,3 @@ def qualify_columns(expression: exp.Expr, catalog: CatalogSnapshot) -> exp.Expr:
     if isinstance(expression, (exp.Query, exp.Insert)):
         return _qualify(expression, catalog, validate=True)
     return expression
-
-
-def _outermost_query(query: exp.Expr) -> bool:
-    parent = query.parent
-    while parent is not None:
-        if isinstance(parent, exp.Query):
-            return False
-        parent = parent.parent
-    return True

@@ -13,6 +13,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from engine.errors import ProgrammingError
+from engine.sql._outermost import outermost_queries
 from engine.sql.catalog import CatalogSnapshot
 from engine.sql.plan import EncryptionTarget
 
@@ -199,7 +200,7 @@ def resolve_columns(expression: exp.Expr, catalog: CatalogSnapshot) -> exp.Expr:
             return base_origin(catalog, found[0], column.name)
 
         binder = _Binder(catalog, fallback)
-        for query in [q for q in expression.find_all(exp.Query) if _outermost(q)]:
+        for query in outermost_queries(expression):
             binder.bind_query(query)
         for column in expression.find_all(exp.Column):
             if TARGET not in column.meta:
@@ -211,12 +212,3 @@ def resolve_columns(expression: exp.Expr, catalog: CatalogSnapshot) -> exp.Expr:
         if TARGET not in column.meta:
             binder.bind_leftover(column)
     return expression
-
-
-def _outermost(query: exp.Expr) -> bool:
-    parent = query.parent
-    while parent is not None:
-        if isinstance(parent, exp.Query):
-            return False
-        parent = parent.parent
-    return True

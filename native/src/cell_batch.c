@@ -119,6 +119,50 @@ static ee_status check_rows(const ee_rows *rows, size_t offsets_len, size_t data
     return EE_OK;
 }
 
+/* Output room for the valid rows of a checked input. Encrypting needs a whole cell per
+ * plaintext. Decrypting needs at most len - 49 bytes per cell; cells shorter than 49 bytes fail
+ * authentication later and need no room. */
+static size_t room_for(const ee_rows *rows, int decrypting) {
+    size_t room = 0;
+    for (size_t row = 0; row < rows->count; row++) {
+        if (ee_row_valid(rows, row)) {
+            size_t len;
+            (void)ee_row_bytes(rows, row, &len);
+            if (!decrypting) {
+                room += ee_cell_len_for(len);
+            } else if (len > EE_CELL_OVERHEAD) {
+                room += len - EE_CELL_OVERHEAD;
+            }
+        }
+    }
+    return room;
+}
+
+/* The checks both batch calls make before they touch a key: the output pointers (a NULL buffer
+ * only with no room), the Arrow input (check_rows), and room for count + 1 offsets, in that
+ * order. On EE_OK `rows` describes the input, with a stand-in for an empty NULL data buffer. */
+static ee_status open_batch(ee_rows *rows, size_t *valid_rows, const uint8_t *out_data,
+                            size_t out_data_cap, const size_t *out_data_len,
+                            const int64_t *out_offsets, size_t out_offsets_cap,
+                            const int32_t *offsets, size_t offsets_len, const uint8_t *data,
+                            size_t data_len, const uint8_t *validity, size_t validity_len,
+                            size_t validity_bit_offset, size_t count) {
+    if (out_data_len == NULL || out_offsets == NULL || (out_data == NULL && out_data_cap > 0) ||
+        (data == NULL && data_len > 0)) {
+        return EE_ERR_ARGUMENT;
+    }
+    *rows = (ee_rows){offsets, data != NULL ? data : empty_input, validity, validity_bit_offset,
+                      count};
+    ee_status status = check_rows(rows, offsets_len, data_len, validity_len, valid_rows);
+    if (status != EE_OK) {
+        return status;
+    }
+    if (out_offsets_cap < count + 1) {
+        return EE_ERR_CAPACITY;
+    }
+    return EE_OK;
+}
+
 ee_status ee_cell_encrypt_batch(uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
                                 int64_t *out_offsets, size_t out_offsets_cap, uint64_t key_id,
                                 int32_t mode, const int32_t *offsets, size_t offsets_len,
@@ -126,39 +170,25 @@ ee_status ee_cell_encrypt_batch(uint8_t *out_data, size_t out_data_cap, size_t *
                                 size_t validity_len, size_t validity_bit_offset, size_t count,
                                 const uint8_t *ivs, size_t ivs_len) {
     ee_cell_keys keys;
+    ee_rows rows;
     uint8_t *random_ivs = NULL;
     size_t random_ivs_len = 0;
     size_t valid_rows = 0;
     ee_status status;
     memset(&keys, 0, sizeof keys);
 
-    if (out_data_len == NULL || out_offsets == NULL || (out_data == NULL && out_data_cap > 0) ||
-        (data == NULL && data_len > 0)) {
-        status = EE_ERR_ARGUMENT;
-        goto done;
-    }
+    /* Checked before open_batch so that a bad mode is EE_ERR_ARGUMENT, never EE_ERR_CAPACITY. */
     if (mode != EE_CELL_DETERMINISTIC && mode != EE_CELL_RANDOMIZED && mode != EE_CELL_GIVEN_IV) {
         status = EE_ERR_ARGUMENT;
         goto done;
     }
-    ee_rows rows = {offsets, data != NULL ? data : empty_input, validity, validity_bit_offset,
-                    count};
-    status = check_rows(&rows, offsets_len, data_len, validity_len, &valid_rows);
+    status = open_batch(&rows, &valid_rows, out_data, out_data_cap, out_data_len, out_offsets,
+                        out_offsets_cap, offsets, offsets_len, data, data_len, validity,
+                        validity_len, validity_bit_offset, count);
     if (status != EE_OK) {
         goto done;
     }
-    if (out_offsets_cap < count + 1) {
-        status = EE_ERR_CAPACITY;
-        goto done;
-    }
-    size_t needed = 0;
-    for (size_t row = 0; row < count; row++) {
-        if (ee_row_valid(&rows, row)) {
-            size_t len;
-            (void)ee_row_bytes(&rows, row, &len);
-            needed += ee_cell_len_for(len);
-        }
-    }
+    size_t needed = room_for(&rows, 0);
     if (needed > out_data_cap) {
         status = EE_ERR_CAPACITY;
         goto done;
@@ -192,11 +222,7 @@ ee_status ee_cell_encrypt_batch(uint8_t *out_data, size_t out_data_cap, size_t *
         goto done;
     }
     uint8_t *out = out_data != NULL ? out_data : empty_output;
-    if (ee_impl_active() == EE_IMPL_FAST && keys.fast_ready) {
-        status = ee_fast_encrypt_rows(&keys, &rows, ivs, out, out_offsets);
-    } else {
-        status = ee_portable_encrypt_rows(&keys, &rows, ivs, out, out_offsets);
-    }
+    status = ee_encrypt_rows_any(&keys, &rows, ivs, out, out_offsets);
     if (status == EE_OK) {
         *out_data_len = needed;
     }
@@ -216,36 +242,23 @@ ee_status ee_cell_decrypt_batch(uint8_t *out_data, size_t out_data_cap, size_t *
                                 const uint8_t *validity, size_t validity_len,
                                 size_t validity_bit_offset, size_t count) {
     ee_cell_keys keys;
+    ee_rows rows;
     size_t valid_rows = 0;
     size_t failed_row = 0;
     ee_status status;
     memset(&keys, 0, sizeof keys);
 
-    if (out_data_len == NULL || out_offsets == NULL || out_failed_row == NULL ||
-        (out_data == NULL && out_data_cap > 0) || (data == NULL && data_len > 0)) {
+    if (out_failed_row == NULL) {
         status = EE_ERR_ARGUMENT;
         goto done;
     }
-    ee_rows rows = {offsets, data != NULL ? data : empty_input, validity, validity_bit_offset,
-                    count};
-    status = check_rows(&rows, offsets_len, data_len, validity_len, &valid_rows);
+    status = open_batch(&rows, &valid_rows, out_data, out_data_cap, out_data_len, out_offsets,
+                        out_offsets_cap, offsets, offsets_len, data, data_len, validity,
+                        validity_len, validity_bit_offset, count);
     if (status != EE_OK) {
         goto done;
     }
-    if (out_offsets_cap < count + 1) {
-        status = EE_ERR_CAPACITY;
-        goto done;
-    }
-    /* Capacity bound: each valid cell yields at most len - 49 bytes. Cells shorter than 49 bytes
-     * fail authentication later; they need no room. */
-    size_t bound = 0;
-    for (size_t row = 0; row < count; row++) {
-        if (ee_row_valid(&rows, row)) {
-            size_t len;
-            (void)ee_row_bytes(&rows, row, &len);
-            bound += len > EE_CELL_OVERHEAD ? len - EE_CELL_OVERHEAD : 0;
-        }
-    }
+    size_t bound = room_for(&rows, 1);
     if (bound > out_data_cap) {
         status = EE_ERR_CAPACITY;
         goto done;
@@ -256,11 +269,7 @@ ee_status ee_cell_decrypt_batch(uint8_t *out_data, size_t out_data_cap, size_t *
     }
     uint8_t *out = out_data != NULL ? out_data : empty_output;
     size_t out_cap = out_data != NULL ? out_data_cap : 0;
-    if (ee_impl_active() == EE_IMPL_FAST && keys.fast_ready) {
-        status = ee_fast_decrypt_rows(&keys, &rows, out, out_cap, out_offsets, &failed_row);
-    } else {
-        status = ee_portable_decrypt_rows(&keys, &rows, out, out_cap, out_offsets, &failed_row);
-    }
+    status = ee_decrypt_rows_any(&keys, &rows, out, out_cap, out_offsets, &failed_row);
     if (status == EE_OK) {
         *out_data_len = (size_t)out_offsets[count];
     } else {

@@ -32,6 +32,33 @@ static ee_status copy_constant(uint8_t **out, const uint8_t *constant, size_t co
     return EE_OK;
 }
 
+/* The opening every operator shares: copy the constant in, then take the key of cek_id from the
+ * query context, which also checks that (op, type_code, constant) is authorized. On failure the
+ * caller's done: path still frees *blob and wipes *keys. */
+static ee_status open_operator(ee_cell_keys *keys, uint8_t **blob, uint64_t query_id,
+                               uint16_t cek_id, int32_t op, int32_t type_code,
+                               const uint8_t *constant, size_t constant_len) {
+    ee_status status = copy_constant(blob, constant, constant_len);
+    if (status != EE_OK) return status;
+    return ee_query_key(keys, query_id, cek_id, op, type_code, *blob, constant_len);
+}
+
+/* Scratch for ee_sort_indexes over `count` rows: the index array and its merge buffer, one
+ * spare entry each so that an empty input still gets a real allocation. The caller frees both
+ * on its done: path, whether or not this succeeds. */
+static ee_status alloc_sort_scratch(uint32_t **order, uint32_t **tmp, size_t count) {
+    *order = malloc((count + 1) * sizeof **order);
+    *tmp = malloc((count + 1) * sizeof **tmp);
+    return *order == NULL || *tmp == NULL ? EE_ERR_INTERNAL : EE_OK;
+}
+
+/* Checks the input rows, then that the output has room for `need` entries (`cap`). */
+static ee_status check_input_room(const ee_input *in, size_t cap, size_t need) {
+    ee_status status = ee_input_check(in);
+    if (status != EE_OK) return status;
+    return cap < need ? EE_ERR_CAPACITY : EE_OK;
+}
+
 /* Reads `count` (u32 LE length || cell) items from blob[at..len) into `compact` (the cells
  * without their length prefixes, len bytes of room) and an ee_input over it (offsets has
  * count + 1 entries). 0 unless the items fill the blob exactly. */
@@ -129,20 +156,14 @@ ee_status ee_enclave_compare(uint8_t *out, size_t out_cap, uint64_t query_id, ui
     if ((out == NULL && out_cap > 0) || op < EE_OP_EQ || op > EE_OP_LIKE) {
         return EE_ERR_ARGUMENT;
     }
-    status = copy_constant(&blob, constant, constant_len);
-    if (status != EE_OK) goto done;
-    status = ee_query_key(&keys, query_id, cek_id, op, type_code, blob, constant_len);
+    status = open_operator(&keys, &blob, query_id, cek_id, op, type_code, constant, constant_len);
     if (status != EE_OK) goto done;
     if (op == EE_OP_LIKE && type_code != EE_TYPE_UTF8 && type_code != EE_TYPE_UTF16LE) {
         status = EE_ERR_TYPE;
         goto done;
     }
-    status = ee_input_check(&in);
+    status = check_input_room(&in, out_cap, count);
     if (status != EE_OK) goto done;
-    if (out_cap < count) {
-        status = EE_ERR_CAPACITY;
-        goto done;
-    }
     int column_pair = op <= EE_OP_GE && constant_len == 0;
     if (column_pair) {
         status = ee_input_check(&right_in);
@@ -312,24 +333,14 @@ ee_status ee_enclave_rank(int64_t *out, size_t out_cap, uint64_t query_id, uint1
     if ((out == NULL && out_cap > 0) || (op != EE_OP_RANK && op != EE_OP_GROUP)) {
         return EE_ERR_ARGUMENT;
     }
-    status = copy_constant(&blob, constant, constant_len);
+    status = open_operator(&keys, &blob, query_id, cek_id, op, type_code, constant, constant_len);
     if (status != EE_OK) goto done;
-    status = ee_query_key(&keys, query_id, cek_id, op, type_code, blob, constant_len);
+    status = check_input_room(&in, out_cap, count);
     if (status != EE_OK) goto done;
-    status = ee_input_check(&in);
-    if (status != EE_OK) goto done;
-    if (out_cap < count) {
-        status = EE_ERR_CAPACITY;
-        goto done;
-    }
     status = load_all(&plain, &keys, type_code, &in);
     if (status != EE_OK) goto done;
-    order = malloc((count + 1) * sizeof *order);
-    tmp = malloc((count + 1) * sizeof *tmp);
-    if (order == NULL || tmp == NULL) {
-        status = EE_ERR_INTERNAL;
-        goto done;
-    }
+    status = alloc_sort_scratch(&order, &tmp, count);
+    if (status != EE_OK) goto done;
     size_t n = 0;
     for (size_t i = 0; i < count; i++) {
         out[i] = -1;
@@ -454,9 +465,7 @@ ee_status ee_enclave_aggregate(uint8_t *out_data, size_t out_data_cap, size_t *o
         op < EE_OP_SUM || op > EE_OP_COUNT_DISTINCT) {
         return EE_ERR_ARGUMENT;
     }
-    status = copy_constant(&blob, constant, constant_len);
-    if (status != EE_OK) goto done;
-    status = ee_query_key(&keys, query_id, cek_id, op, type_code, blob, constant_len);
+    status = open_operator(&keys, &blob, query_id, cek_id, op, type_code, constant, constant_len);
     if (status != EE_OK) goto done;
     int numeric = type_code == EE_TYPE_INT64 || type_code == EE_TYPE_FLOAT32 ||
                   type_code == EE_TYPE_FLOAT64 || type_code == EE_TYPE_DECIMAL;
@@ -505,12 +514,8 @@ ee_status ee_enclave_aggregate(uint8_t *out_data, size_t out_data_cap, size_t *o
     for (size_t g = 0; g < group_count; g++) groups[g].best = -1;
 
     if (op == EE_OP_COUNT_DISTINCT) {
-        order = malloc((count + 1) * sizeof *order);
-        tmp = malloc((count + 1) * sizeof *tmp);
-        if (order == NULL || tmp == NULL) {
-            status = EE_ERR_INTERNAL;
-            goto done;
-        }
+        status = alloc_sort_scratch(&order, &tmp, count);
+        if (status != EE_OK) goto done;
         size_t n = 0;
         for (size_t i = 0; i < count; i++) {
             if (plain.valid[i] && ids[i] >= 0) order[n++] = (uint32_t)i;
@@ -642,9 +647,7 @@ ee_status ee_enclave_transform(uint8_t *out_data, size_t out_data_cap, size_t *o
         (op != EE_OP_REENCRYPT && op != EE_OP_ENCRYPT)) {
         return EE_ERR_ARGUMENT;
     }
-    status = copy_constant(&blob, constant, constant_len);
-    if (status != EE_OK) goto done;
-    status = ee_query_key(&keys, query_id, cek_id, op, type_code, blob, constant_len);
+    status = open_operator(&keys, &blob, query_id, cek_id, op, type_code, constant, constant_len);
     if (status != EE_OK) goto done;
     if (op == EE_OP_REENCRYPT) {
         if (constant_len != 3 || (blob[2] != 1 && blob[2] != 2)) {
@@ -663,12 +666,8 @@ ee_status ee_enclave_transform(uint8_t *out_data, size_t out_data_cap, size_t *o
         deterministic = constant_len == 1 && blob[0] == 1;
         target = keys;
     }
-    status = ee_input_check(&in);
+    status = check_input_room(&in, out_offsets_cap, count + 1);
     if (status != EE_OK) goto done;
-    if (out_offsets_cap < count + 1) {
-        status = EE_ERR_CAPACITY;
-        goto done;
-    }
     chunk_offsets = malloc((CHUNK_ROWS + 1) * sizeof *chunk_offsets);
     if (chunk_offsets == NULL) {
         status = EE_ERR_INTERNAL;
