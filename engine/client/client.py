@@ -227,7 +227,11 @@ class Client:
     # Keys.
 
     def key_lookup(self, snapshot: CatalogSnapshot) -> KeyLookup:
-        """A function from CEK name to the plaintext CEK, through the resolver and its cache."""
+        """A function from CEK name to the plaintext CEK, through the resolver and its cache.
+
+        Each value's key check is verified before the key is returned, so a host that put
+        another CEK's envelope in this one's place gets CellAuthenticationError, not a wrong key.
+        """
 
         def key_for(cek_name: str) -> bytes:
             cek = snapshot.cek(cek_name)
@@ -236,8 +240,15 @@ class Client:
                 if value.encrypted_value is None:
                     continue
                 cmk = snapshot.cmk(value.cmk_name)
-                values.append((cmk.key_store_provider_name, cmk.key_path, value.encrypted_value))
-            return self.resolver.cek_for_any(values)
+                values.append(
+                    (
+                        cmk.key_store_provider_name,
+                        cmk.key_path,
+                        value.encrypted_value,
+                        value.key_check,
+                    )
+                )
+            return self.resolver.cek_for_checked(cek.name, values)
 
         return key_for
 

@@ -8,7 +8,12 @@ It must not parse envelopes or sign anything itself; that is cek_envelope and cm
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hmac
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.hmac import HMAC
 
 from engine.client.cek_cache import CekCache
 from engine.client.cmk_metadata import verify_cmk_metadata
@@ -16,7 +21,39 @@ from engine.client.keystores.pkcs11_uri import redact_pkcs11_uri
 from engine.client.keystores.registry import KeyStoreRegistry
 from engine.errors import CellAuthenticationError, DatabaseError, OperationalError
 
-__all__ = ["ColumnKeyResolver"]
+__all__ = ["ColumnKeyResolver", "cek_key_check", "verify_cek_key_check"]
+
+_KEY_CHECK_LABEL = b"EnclaveSQL CEK check v1\x00"
+
+
+def cek_key_check(cek: bytes, cek_name: str) -> bytes:
+    """The key check that binds a plaintext CEK to its (case-insensitive) name.
+
+    The host holds envelopes, not keys, so it cannot compute this for a key it swapped in.
+
+    >>> check = cek_key_check(bytes(32), "CEK1")
+    >>> check == cek_key_check(bytes(32), "cek1"), check == cek_key_check(bytes(32), "cek2")
+    (True, False)
+    """
+    mac = HMAC(bytes(cek), hashes.SHA256())
+    mac.update(_KEY_CHECK_LABEL + cek_name.casefold().encode("utf-8"))
+    return mac.finalize()
+
+
+def verify_cek_key_check(cek: bytes, cek_name: str, key_check: bytes | None) -> None:
+    """Raise CellAuthenticationError unless ``key_check`` is the check of ``cek`` for the name.
+
+    A missing check is refused too: every value created through EnclaveSQL carries one.
+
+    >>> verify_cek_key_check(bytes(32), "cek1", cek_key_check(bytes(32), "cek1"))
+    >>> verify_cek_key_check(bytes(32), "cek2", cek_key_check(bytes(32), "cek1"))
+    ... # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ...
+    engine.errors.CellAuthenticationError: ...
+    """
+    if key_check is None or not hmac.compare_digest(cek_key_check(cek, cek_name), bytes(key_check)):
+        raise CellAuthenticationError()
 
 
 class ColumnKeyResolver:
@@ -87,28 +124,29 @@ class ColumnKeyResolver:
         If none works: CellAuthenticationError if any envelope failed authentication (that
         points at tampering), else one OperationalError that lists why each value failed.
         """
-        if not values:
-            raise OperationalError(
-                "the column encryption key has no ENCRYPTED_VALUE; add one with ALTER COLUMN "
-                "ENCRYPTION KEY ... ADD VALUE"
-            )
-        failures: list[DatabaseError] = []
-        for provider_name, key_path, envelope in values:
-            try:
-                return self.cek_for(provider_name, key_path, envelope, cmk_name=cmk_name)
-            except (CellAuthenticationError, OperationalError) as error:
-                failures.append(error)
-        if any(isinstance(failure, CellAuthenticationError) for failure in failures):
-            raise CellAuthenticationError() from None
-        if len(failures) == 1:
-            raise failures[0]
-        reasons = "; ".join(
-            f"value {number}: {failure}" for number, failure in enumerate(failures, start=1)
+        return _first_that_works(
+            [partial(self.cek_for, *value, cmk_name=cmk_name) for value in values]
         )
-        raise OperationalError(
-            f"none of the {len(failures)} values of the column encryption key could be "
-            f"decrypted: {reasons}"
-        )
+
+    def cek_for_checked(
+        self, cek_name: str, values: Sequence[tuple[str, str, bytes, bytes | None]]
+    ) -> bytes:
+        """Like ``cek_for_any``, for values (provider, key path, envelope, key check) of the
+        CEK ``cek_name``: a value counts only if its key verifies against its key check.
+
+        That catches another CEK's genuine envelope (same CMK, so it unwraps) put in this
+        CEK's place by the host; the check runs on every call, so no failure is cached.
+        """
+
+        def attempt(provider: str, key_path: str, envelope: bytes, check: bytes | None) -> bytes:
+            if check is None:
+                # Refuse before touching the key store: the value was not made by a client.
+                raise CellAuthenticationError()
+            cek = self.cek_for(provider, key_path, envelope)
+            verify_cek_key_check(cek, cek_name, check)
+            return cek
+
+        return _first_that_works([partial(attempt, *value) for value in values])
 
     def verify_enclave_cmk(
         self,
@@ -146,6 +184,32 @@ class ColumnKeyResolver:
     def clear_cache(self) -> None:
         """Forget (and zero) every cached CEK."""
         self._cache.clear()
+
+
+def _first_that_works(attempts: Sequence[Callable[[], bytes]]) -> bytes:
+    """The result of the first attempt that returns (see ColumnKeyResolver.cek_for_any)."""
+    if not attempts:
+        raise OperationalError(
+            "the column encryption key has no ENCRYPTED_VALUE; add one with ALTER COLUMN "
+            "ENCRYPTION KEY ... ADD VALUE"
+        )
+    failures: list[DatabaseError] = []
+    for attempt in attempts:
+        try:
+            return attempt()
+        except (CellAuthenticationError, OperationalError) as error:
+            failures.append(error)
+    if any(isinstance(failure, CellAuthenticationError) for failure in failures):
+        raise CellAuthenticationError() from None
+    if len(failures) == 1:
+        raise failures[0]
+    reasons = "; ".join(
+        f"value {number}: {failure}" for number, failure in enumerate(failures, start=1)
+    )
+    raise OperationalError(
+        f"none of the {len(failures)} values of the column encryption key could be "
+        f"decrypted: {reasons}"
+    )
 
 
 def _safe_path(key_path: str) -> str:

@@ -58,7 +58,10 @@ _TABLES = (
         column_encryption_key_id INTEGER NOT NULL,
         column_master_key_id INTEGER NOT NULL,
         encrypted_value BLOB NOT NULL,
-        encryption_algorithm_name VARCHAR NOT NULL)""",
+        encryption_algorithm_name VARCHAR NOT NULL,
+        key_check BLOB)""",
+    # Catalogs made before the key check existed get the column too (NULL there: refused).
+    "ALTER TABLE sys.column_encryption_key_values ADD COLUMN IF NOT EXISTS key_check BLOB",
     """CREATE TABLE IF NOT EXISTS sys.encrypted_columns (
         table_name VARCHAR NOT NULL,
         column_name VARCHAR NOT NULL,
@@ -147,13 +150,18 @@ class CatalogStore:
         )
         value_rows = self._rows(
             "SELECT column_encryption_key_id, column_master_key_id, encrypted_value, "
-            "encryption_algorithm_name FROM sys.column_encryption_key_values "
+            "encryption_algorithm_name, key_check FROM sys.column_encryption_key_values "
             "ORDER BY column_encryption_key_id, column_master_key_id"
         )
         values: dict[int, list[ColumnEncryptionKeyValue]] = {}
-        for cek_id, cmk_id, envelope, algorithm in value_rows:
+        for cek_id, cmk_id, envelope, algorithm, check in value_rows:
             values.setdefault(cek_id, []).append(
-                ColumnEncryptionKeyValue(cmk_names[cmk_id], algorithm, bytes(envelope))
+                ColumnEncryptionKeyValue(
+                    cmk_names[cmk_id],
+                    algorithm,
+                    bytes(envelope),
+                    bytes(check) if check is not None else None,
+                )
             )
         cek_rows = self._rows(
             "SELECT column_encryption_key_id, name FROM sys.column_encryption_keys "
@@ -300,8 +308,14 @@ class CatalogStore:
                 f"column encryption key {cek_name} already has 2 values; drop one first"
             )
         self._run(
-            "INSERT INTO sys.column_encryption_key_values VALUES (?, ?, ?, ?)",
-            [cek_id, cmk_id, bytes(value.encrypted_value), value.algorithm],
+            "INSERT INTO sys.column_encryption_key_values VALUES (?, ?, ?, ?, ?)",
+            [
+                cek_id,
+                cmk_id,
+                bytes(value.encrypted_value),
+                value.algorithm,
+                None if value.key_check is None else bytes(value.key_check),
+            ],
         )
 
     def _drop_value(self, change: DropCekValue) -> None:

@@ -55,11 +55,16 @@ class ColumnMasterKey:
 
 @dataclass(frozen=True)
 class ColumnEncryptionKeyValue:
-    """One wrapped value of a CEK, under one CMK (spec section 2.1)."""
+    """One wrapped value of a CEK, under one CMK (spec section 2.1).
+
+    ``key_check`` binds the value to its CEK's name (docs/keys.md): the client computes it when
+    the value is created and verifies it before using the unwrapped key. None until then.
+    """
 
     cmk_name: str
     algorithm: str
     encrypted_value: bytes | None
+    key_check: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from enclave.reference import decrypt_cell, encrypt_deterministic
 from engine.client.cek_cache import CekCache
 from engine.client.cek_envelope import build_envelope, parse_envelope
-from engine.client.column_keys import ColumnKeyResolver
+from engine.client.column_keys import ColumnKeyResolver, cek_key_check
 from engine.client.keystores import PemFileProvider, build_registry
 from engine.client.keystores.base import oaep_sha1
 from engine.errors import CellAuthenticationError
@@ -136,9 +136,9 @@ def test_a_swapped_rotation_value_cannot_replace_the_genuine_one(
 def test_swapping_envelopes_between_ceks_of_one_cmk_gives_no_wrong_answer(
     store: RecordingProvider,
 ) -> None:
-    # A known limit: the envelope does not name its CEK, so swapping the ENCRYPTED_VALUEs of
-    # two CEKs under the same CMK unwraps the other key. Cells then fail authentication,
-    # loudly, instead of decrypting to wrong values (docs/SECURITY.md, known limits).
+    # The envelope does not name its CEK, so swapping the ENCRYPTED_VALUEs of two CEKs under
+    # the same CMK unwraps the other key: cells then fail authentication instead of decrypting
+    # to wrong values, and the CEK's key check (docs/keys.md) refuses the key before any use.
     envelope_1 = store.wrap_cek("cmk_a.pem", CEK_1)
     envelope_2 = store.wrap_cek("cmk_a.pem", CEK_2)
     cell_under_cek_1 = encrypt_deterministic(CEK_1, b"123-45-6789")
@@ -147,6 +147,11 @@ def test_swapping_envelopes_between_ceks_of_one_cmk_gives_no_wrong_answer(
     with pytest.raises(CellAuthenticationError):
         decrypt_cell(resolved_for_cek_1, cell_under_cek_1)
     assert _resolver(store).cek_for("RECORDING", "cmk_a.pem", envelope_1) == CEK_1
+    check_1 = cek_key_check(CEK_1, "cek1")
+    with pytest.raises(CellAuthenticationError):
+        _resolver(store).cek_for_checked("cek1", [("RECORDING", "cmk_a.pem", envelope_2, check_1)])
+    checked = [("RECORDING", "cmk_a.pem", envelope_1, check_1)]
+    assert _resolver(store).cek_for_checked("cek1", checked) == CEK_1
 
 
 def test_a_cached_key_is_not_served_for_a_tampered_copy_of_its_envelope(

@@ -1,6 +1,7 @@
 """Tampering through a raw DuckDB connection on a closed database file, then reading through
 ``engine.connect``: flipped bits, truncated and extended cells, cells swapped between columns
-under different keys, and CEK envelopes replaced or damaged in ``sys.column_encryption_key_values``.
+under different keys, and CEK envelopes or key checks replaced or damaged in
+``sys.column_encryption_key_values``.
 
 Every case must raise the documented PEP 249 error (CellAuthenticationError), never crash, never
 return a wrong row silently, and leave the untouched rows readable by their plaintext id. One
@@ -271,25 +272,41 @@ def _write_envelope(path: Path, cek: str, envelope: bytes) -> None:
         )
 
 
-def _assert_key_refused_and_other_key_intact(
-    path: Path, keys: Path, *, envelope_unwraps: bool = False
-) -> None:
-    """Every cell under cek1 is refused; plaintext columns and cells under cek2 still read.
+def _write_key_check(path: Path, cek: str, key_check: bytes | None) -> None:
+    with duckdb.connect(str(path)) as raw:
+        raw.execute(
+            "UPDATE sys.column_encryption_key_values SET key_check = ? "
+            "WHERE column_encryption_key_id = (SELECT column_encryption_key_id "
+            "FROM sys.column_encryption_keys WHERE name = ?)",
+            [key_check, cek],
+        )
 
-    A lookup that decrypts no cell (``SELECT id … WHERE det = ?``) needs only to encrypt its
-    parameter: with an envelope that does not unwrap it raises too, but with another CEK's
-    genuine envelope (``envelope_unwraps``) it encrypts under the wrong key and finds no row.
-    """
+
+def _key_check(path: Path, cek: str) -> bytes:
+    with duckdb.connect(str(path)) as raw:
+        (value,) = raw.execute(
+            "SELECT v.key_check FROM sys.column_encryption_key_values v "
+            "JOIN sys.column_encryption_keys k USING (column_encryption_key_id) WHERE k.name = ?",
+            [cek],
+        ).fetchone()
+    return bytes(value)
+
+
+def _assert_key_refused_and_other_key_intact(path: Path, keys: Path) -> None:
+    """Every use of cek1 is refused: reading its cells, an equality lookup that only encrypts
+    its parameter, and an insert (which writes nothing). Plaintext columns and cells under cek2
+    still read."""
     with engine.connect(str(path), key_dir=str(keys)) as connection:
         for column in ("det", "rnd"):
             with pytest.raises(errors.CellAuthenticationError):
                 _select(connection, column, 0)
-        lookup = "SELECT id FROM t WHERE det = ?"
-        if envelope_unwraps:
-            assert connection.execute(lookup, [_det(0)]).fetchall() == []
-        else:
-            with pytest.raises(errors.CellAuthenticationError):
-                connection.execute(lookup, [_det(0)]).fetchall()
+        with pytest.raises(errors.CellAuthenticationError):
+            connection.execute("SELECT id FROM t WHERE det = ?", [_det(0)]).fetchall()
+        with pytest.raises(errors.CellAuthenticationError):
+            connection.execute(
+                "INSERT INTO t VALUES (?, ?, ?, ?, ?)",
+                [ROWS, "new", _det(ROWS), _rnd(ROWS), _other(ROWS)],
+            )
         got = connection.execute("SELECT id, note, other FROM t ORDER BY id").fetchall()
         assert got == [(i, EXPECTED[i][0], EXPECTED[i][3]) for i in range(ROWS)]
 
@@ -310,14 +327,30 @@ def test_an_envelope_from_a_key_under_another_cmk_is_refused(database: Path, key
     _assert_key_refused_and_other_key_intact(database, keys)
 
 
-def test_an_envelope_from_another_key_under_the_same_cmk_gives_no_wrong_answer(
+def test_an_envelope_from_another_key_under_the_same_cmk_is_refused(
     database: Path, keys: Path
 ) -> None:
-    """cek2's envelope in cek1's place unwraps (same CMK) to the wrong key; cells under cek1
-    then fail authentication instead of decrypting to other values (docs/SECURITY.md). Known
-    limit: an equality lookup that decrypts no cell silently finds no row."""
+    """cek2's envelope in cek1's place unwraps (same CMK) to the wrong key; cek1's key check
+    (bound to its name) refuses it, so even a lookup that decrypts no cell cannot silently find
+    no row, and no insert is written under the wrong key."""
     _write_envelope(database, "cek1", _envelope(database, "cek2"))
-    _assert_key_refused_and_other_key_intact(database, keys, envelope_unwraps=True)
+    _assert_key_refused_and_other_key_intact(database, keys)
+
+
+def test_another_keys_envelope_with_its_key_check_is_refused(database: Path, keys: Path) -> None:
+    """Copying cek2's check along with its envelope does not help: the check names cek2."""
+    _write_envelope(database, "cek1", _envelope(database, "cek2"))
+    _write_key_check(database, "cek1", _key_check(database, "cek2"))
+    _assert_key_refused_and_other_key_intact(database, keys)
+
+
+@pytest.mark.parametrize("damage", ["null", "flipped", "truncated"])
+def test_a_missing_or_damaged_key_check_is_refused(database: Path, keys: Path, damage: str) -> None:
+    check = bytearray(_key_check(database, "cek1"))
+    check[0] ^= 0x01
+    replacement = {"null": None, "flipped": bytes(check), "truncated": bytes(check[:16])}[damage]
+    _write_key_check(database, "cek1", replacement)
+    _assert_key_refused_and_other_key_intact(database, keys)
 
 
 def test_a_truncated_envelope_is_refused(database: Path, keys: Path) -> None:

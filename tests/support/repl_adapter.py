@@ -125,7 +125,9 @@ def register_key_and_column(
     )
     raw.execute("INSERT INTO sys.column_encryption_keys VALUES (1, 'CEK1', now())")
     raw.execute(
-        "INSERT INTO sys.column_encryption_key_values VALUES (1, 1, '\\x00'::BLOB, 'RSA_OAEP')"
+        "INSERT INTO sys.column_encryption_key_values (column_encryption_key_id, "
+        "column_master_key_id, encrypted_value, encryption_algorithm_name) "
+        "VALUES (1, 1, '\\x00'::BLOB, 'RSA_OAEP')"
     )
     code = 1 if encryption_type == "DETERMINISTIC" else 2
     raw.execute(

@@ -13,6 +13,7 @@ import pytest
 from engine import errors
 from engine.client.client import Client
 from engine.client.cmk_metadata import verify_cmk_metadata
+from engine.client.column_keys import cek_key_check
 from engine.client.parameters import coerce_text, encrypt_parameters
 from engine.sql.catalog import (
     CatalogSnapshot,
@@ -112,12 +113,13 @@ def test_complete_key_ddl_generates_wraps_and_signs(key_dir: Path) -> None:
     pem = client.registry.get("PEM_FILE")
     key = pem.unwrap_cek("a.pem", first)
     assert len(key) == 32 and pem.unwrap_cek("b.pem", second) == key
+    # Both values carry the key check that binds the key to its name.
+    checks = {value.key_check for value in change.values}
+    assert checks == {cek_key_check(key, "cek9")} and cek_key_check(key, "cek1") not in checks
 
     # ADD VALUE without ENCRYPTED_VALUE wraps the same key under the new CMK.
-    with_cek = replace(
-        snapshot,
-        ceks=(ColumnEncryptionKey("cek1", (ColumnEncryptionKeyValue("cmk1", "RSA_OAEP", first),)),),
-    )
+    stored = ColumnEncryptionKeyValue("cmk1", "RSA_OAEP", first, cek_key_check(key, "cek1"))
+    with_cek = replace(snapshot, ceks=(ColumnEncryptionKey("cek1", (stored,)),))
     added = client.prepare(
         "ALTER COLUMN ENCRYPTION KEY cek1 ADD VALUE (COLUMN_MASTER_KEY = cmk2, "
         "ALGORITHM = 'RSA_OAEP')",
@@ -126,6 +128,7 @@ def test_complete_key_ddl_generates_wraps_and_signs(key_dir: Path) -> None:
     (change,) = client.complete_key_ddl(added, with_cek)
     assert isinstance(change, AddCekValue)
     assert pem.unwrap_cek("b.pem", change.value.encrypted_value) == key
+    assert change.value.key_check == stored.key_check
 
     cmk = client.prepare(
         "CREATE COLUMN MASTER KEY cmk3 WITH (KEY_STORE_PROVIDER_NAME = 'PEM_FILE', "
