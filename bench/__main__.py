@@ -1,7 +1,8 @@
 """`python -m bench`: the whole benchmark suite in one run, as `make bench` calls it.
 
-It prepares TPC-H data (cached), runs the codec suite and the baseline cases, prints the table,
-and writes bench/results/<date>-sf<sf>.json and the chart. It never runs inside `make test`.
+It runs the codec, enclave-operator, SQL-layer and rotation suites, prepares TPC-H data (cached)
+and times every TPC-H case in every variant (the product, `enclavesql`, included), prints one
+table and writes bench/results/<date>-sf<sf>.json and the chart. It never runs in `make test`.
     python -m bench [--sf 0.1] [--quick] [--only CASE,...] [--repeat N]
 """
 
@@ -11,15 +12,20 @@ import argparse
 import shlex
 import sys
 import time
+import traceback
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, report, tpch
+from bench import baselines, report, suite_rows, tpch
 from bench.machine import describe_machine
 
 QUICK_SF = 0.01
+# Suites written as their own modules, each with run(quick) -> dict, in the order they run.
+SUITES = ("codec", "enclave_ops", "sql_layer", "rotation")
 CODEC_CASES = ("codec",)
-ALL_CASES = CODEC_CASES + baselines.CASE_NAMES
+ALL_CASES = SUITES + baselines.CASE_NAMES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pyca-sample", type=int, default=None, help="rows the pyca client decrypts (20000)"
     )
     parser.add_argument("--no-growth", action="store_true", help="skip the 3-size growth runs")
+    parser.add_argument(
+        "--no-enclavesql", action="store_true", help="leave the product's variant out"
+    )
     parser.add_argument("--results", type=Path, default=report.RESULTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.sf = args.sf if args.sf is not None else (QUICK_SF if args.quick else 0.1)
@@ -80,20 +89,58 @@ def codec_rows(codec: dict[str, Any]) -> list[report.Row]:
     return rows
 
 
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_suite(name: str, quick: bool) -> dict[str, Any]:
+    """Runs one of the separately written suites (bench.<name>.run) and returns its result."""
+    import importlib
+
+    module = importlib.import_module(f"bench.{name}")
+    result: dict[str, Any] = module.run(quick) if name != "rotation" else module.run(quick, None)
+    return result
+
+
+SUITE_ROWS: dict[str, Callable[[dict[str, Any]], list[report.Row]]] = {
+    "enclave_ops": suite_rows.enclave_ops_rows,
+    "sql_layer": suite_rows.sql_layer_rows,
+    "rotation": suite_rows.rotation_rows,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    from engine.client.enclave_session import InsecureEnclaveWarning
+
+    # Every enclave session of the bench is unattested (protocol "none") on purpose: it
+    # measures cost, not trust. Said once here instead of once per connection.
+    warnings.simplefilter("ignore", InsecureEnclaveWarning)
+    _log("bench: enclave sessions use attestation protocol 'none' (unattested)")
     rows: list[report.Row] = []
     codec = None
-    if "codec" in args.only:
-        from bench import codec as codec_suite
-
-        print("bench: codec", flush=True)
-        codec = codec_suite.run(args.quick)
-        rows += codec_rows(codec)
+    suites: dict[str, Any] = {}
+    for name in SUITES:
+        if name not in args.only:
+            continue
+        _log(f"bench: {name} suite")
+        if name == "codec":
+            codec = run_suite(name, args.quick)
+            rows += codec_rows(codec)
+            continue
+        try:
+            suites[name] = run_suite(name, args.quick)
+        except baselines.BenchFailure:
+            raise
+        except Exception as error:  # noqa: BLE001 - a broken suite is reported, not hidden
+            traceback.print_exc()
+            rows.append(suite_rows.failed_suite_row(name, error))
+            continue
+        rows += SUITE_ROWS[name](suites[name])
     cases = [case for case in args.only if case in baselines.CASE_NAMES]
     if cases:
-        database, keys = tpch.prepare(args.sf, log=lambda line: print(line, flush=True))
+        database, keys = tpch.prepare(args.sf, log=_log)
         con = baselines.connect(database)
         ctx = baselines.Context(
             con=con,
@@ -103,9 +150,22 @@ def main(argv: list[str] | None = None) -> int:
             pyca_sample=args.pyca_sample,
             growth=not args.no_growth,
         )
+        if not args.no_enclavesql:
+            from bench.enclavesql import EnclaveSQLVariant
+
+            lineitem_rows = int(con.execute("SELECT count(*) FROM lineitem").fetchall()[0][0])
+            try:
+                ctx.product = EnclaveSQLVariant(
+                    database.parent, con, prefixes=tpch.sizes(lineitem_rows)[:-1], log=_log
+                )
+            except Exception as error:  # noqa: BLE001 - reported as a row, the baselines go on
+                traceback.print_exc()
+                rows.append(suite_rows.failed_suite_row("enclavesql", error))
         try:
-            rows += baselines.run(ctx, cases, log=lambda line: print(line, flush=True))
+            rows += baselines.run(ctx, cases, log=_log)
         finally:
+            if ctx.product is not None:
+                ctx.product.close()
             con.close()
         if codec is not None:
             rows += baselines.codec_floor_rows(ctx.cells, codec)
@@ -118,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         repeat=args.repeat,
         machine=describe_machine(),
         command=command.strip(),
-        partial=set(args.only) != set(ALL_CASES),
+        partial=set(args.only) != set(ALL_CASES) or args.no_enclavesql,
     )
+    result["suites"] = suites
     print()
     print(report.format_table(result["rows"], result["targets"]))
     path = report.write_json(result, args.results)

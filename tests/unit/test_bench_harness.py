@@ -132,7 +132,7 @@ def test_an_unknown_comparison_is_refused() -> None:
         report.evaluate("figure", "==", 1, 1.0)
 
 
-def test_targets_without_the_sql_layer_are_not_measured_yet() -> None:
+def test_targets_without_their_rows_are_not_measured_and_say_which_row() -> None:
     rows = _rows(("q6", "plaintext", 0.1, 100), ("q6", "client_pyca", 9.0, 100))
     targets = report.evaluate_targets(rows, _codec(), sf=0.1)
     assert len(targets) == len(report.TARGETS)
@@ -142,7 +142,15 @@ def test_targets_without_the_sql_layer_are_not_measured_yet() -> None:
     for target in targets:
         if target not in codec_figures:
             assert target["met"] is None and target["measured"] is None
-            assert target["reason"].startswith("not measured yet")
+            assert target["reason"].startswith("not measured in this run (no ")
+    q6 = _target(targets, "TPC-H Q6 (x plaintext)")
+    assert "no q6 enclavesql row" in q6["reason"]
+
+
+def test_no_row_at_all_decides_no_target() -> None:
+    for target in report.evaluate_targets([], None, sf=1):
+        assert target["met"] is None and target["measured"] is None
+        assert target["reason"]
 
 
 def test_codec_targets_follow_the_codec_numbers() -> None:
@@ -197,12 +205,80 @@ def test_the_range_target_is_only_decided_at_scale_factor_one() -> None:
     assert "SF 1" in at_small["reason"]
 
 
-def test_reencryption_is_measured_against_the_combined_codec_rate() -> None:
-    # Codec: decrypt 12 and encrypt 8 M cells/s, so decrypt+encrypt runs at 4.8 M cells/s.
-    rows = _rows(("reencrypt", "enclavesql", 1.0, 2_400_000))
-    target = _target(report.evaluate_targets(rows, _codec(), sf=1), "in-place re-encryption")
+def test_reencryption_is_the_whole_table_against_the_codec_on_the_same_cells() -> None:
+    # The client codec decrypts and encrypts the cells in 1 s; rotating the column takes 2 s.
+    rows = _rows(
+        ("rotation_kernel", "native_codec", 1.0, 1000),
+        ("rotation_kernel", "enclave_reencrypt", 0.8, 1000),
+        ("rotation_table", "enclavesql", 2.0, 1000),
+    )
+    target = _target(report.evaluate_targets(rows, _codec(), sf=0.1), "in-place re-encryption")
     assert target["measured"] == pytest.approx(50.0)
     assert target["met"] is False
+    assert "kernel alone runs at 125%" in target["reason"]
+    faster = _rows(
+        ("rotation_kernel", "native_codec", 1.0, 1000), ("rotation_table", "enclavesql", 1.5, 1000)
+    )
+    assert _target(report.evaluate_targets(faster, None, sf=0.1), "in-place")["met"] is True
+
+
+def test_enclave_operators_are_decided_from_the_worst_width() -> None:
+    rows = _rows(
+        ("enclave_ops_8b", "codec_decrypt_only", 1.0, 1000),
+        ("enclave_ops_8b", "enclave_lt", 1.1, 1000),
+        ("enclave_ops_32b", "codec_decrypt_only", 1.0, 1000),
+        ("enclave_ops_32b", "enclave_lt", 1.6, 1000),
+    )
+    target = _target(report.evaluate_targets(rows, None, sf=0.1), "enclave comparison ops")
+    assert target["measured"] == pytest.approx(62.5)
+    assert target["met"] is False and "enclave_ops_32b" in target["reason"]
+    # With one width missing, a good figure decides nothing; the missing width could be worse.
+    half = _target(report.evaluate_targets(rows[:2], None, sf=0.1), "enclave comparison ops")
+    assert half["measured"] == pytest.approx(100 / 1.1) and half["met"] is None
+    assert "no enclave_ops_32b codec_decrypt_only row" in half["reason"]
+    bad = _target(report.evaluate_targets(rows[2:], None, sf=0.1), "enclave comparison ops")
+    assert bad["met"] is False  # already below the target, whatever the other width does
+
+
+def test_a_target_over_several_cases_takes_the_worst_one() -> None:
+    rows = _rows(
+        ("point_lookup", "plaintext", 0.001, 10),
+        ("point_lookup", "enclavesql", 0.0012, 10),
+        ("sql_point_lookup", "plaintext", 0.001, 10),
+        ("sql_point_lookup", "enclavesql", 0.003, 10),
+        ("bulk_load", "enclavesql", 0.5, 1_000_000),
+        ("sql_bulk_insert", "enclavesql", 2.0, 1_000_000),
+    )
+    targets = report.evaluate_targets(rows, None, sf=0.1)
+    lookup = _target(targets, "deterministic point lookup")
+    assert lookup["measured"] == pytest.approx(3.0) and lookup["met"] is False
+    assert "sql_point_lookup" in lookup["reason"]
+    bulk = _target(targets, "bulk load")
+    assert bulk["measured"] == pytest.approx(0.5) and bulk["met"] is False
+    assert "from sql_bulk_insert" in bulk["reason"]
+
+
+def test_an_unsupported_variant_is_a_row_and_decides_nothing() -> None:
+    why = "NotSupportedError: lineitem.l_extendedprice is encrypted; arithmetic (*) is refused"
+    rows = _rows(("q6", "plaintext", 0.1, 100), ("q6", "client_pyca", 9.0, 100))
+    rows.append(report.unsupported_row("q6", "enclavesql", 100, why))
+    result = report.build_result(
+        rows, _codec(), sf=1, quick=False, repeat=1, machine=MACHINE, command="x", when=WHEN
+    )
+    (refused,) = [row for row in result["rows"] if row["variant"] == "enclavesql"]
+    assert tuple(refused) == report.ROW_FIELDS
+    assert refused["median_s"] is None and refused["ratio_vs_plaintext"] is None
+    for figure in ("TPC-H Q6 (x plaintext)", "TPC-H Q6 speed-up"):
+        target = _target(result["targets"], figure)
+        assert target["met"] is None and target["measured"] is None
+        assert target["reason"] == f"q6: not supported yet: {why}"
+    text = report.format_table(result["rows"], result["targets"])
+    (line,) = [line for line in text.splitlines() if line.startswith("q6") and "enclavesql" in line]
+    assert f"not supported yet: {why}" in line
+    assert any(
+        line.startswith("TPC-H Q6 (x plaintext)") and "not measured (q6: not supported" in line
+        for line in text.splitlines()
+    )
 
 
 def _result(tmp_rows: list[dict] | None = None, **kinds: bool) -> dict:
@@ -265,13 +341,14 @@ def test_the_table_shows_every_row_and_every_target_status() -> None:
     )
     text = report.format_table(result["rows"], result["targets"])
     lines = text.splitlines()
-    assert any(line.startswith("order_by_limit  client_pyca") for line in lines)
+    assert any(line.split()[:2] == ["order_by_limit", "client_pyca"] for line in lines)
     assert "extrapolated from 10 rows" in text
     assert "50x" in text  # q6 enclavesql against plaintext
     q6_target = next(line for line in lines if line.startswith("TPC-H Q6 (x plaintext)"))
     assert "MISSED" in q6_target and "50" in q6_target
     assert any("codec decrypt" in line and line.rstrip().endswith("met") for line in lines)
-    assert any(line.rstrip().endswith("(needs the SQL layer / the enclave)") for line in lines)
+    bulk = next(line for line in lines if line.startswith("bulk load"))
+    assert "  not measured in this run (no bulk_load enclavesql row" in bulk
 
 
 def test_the_chart_is_a_non_empty_png(tmp_path) -> None:
@@ -326,7 +403,14 @@ def test_the_codec_floor_adds_decrypt_and_encrypt_time() -> None:
 def test_the_command_line_defaults_and_errors() -> None:
     full = parse_args([])
     assert (full.sf, full.repeat, full.pyca_sample, full.quick) == (0.1, 5, 20_000, False)
-    assert set(full.only) == {"codec", *baselines.CASE_NAMES}
+    assert set(full.only) == {
+        "codec",
+        "enclave_ops",
+        "sql_layer",
+        "rotation",
+        *baselines.CASE_NAMES,
+    }
+    assert not full.no_enclavesql and parse_args(["--no-enclavesql"]).no_enclavesql
     assert parse_args(["--sf", "1", "--repeat", "3"]).sf == 1.0
     with pytest.raises(SystemExit):
         parse_args(["--only", "q7"])
@@ -410,13 +494,16 @@ def test_the_readme_documents_every_case_and_option() -> None:
     readme = (Path(__file__).resolve().parents[2] / "bench" / "README.md").read_text("utf-8")
     for case in ALL_CASES:
         assert f"`{case}`" in readme, f"bench/README.md does not describe the case {case}"
-    for option in ("--sf", "--quick", "--only", "--repeat", "--pyca-sample", "--no-growth"):
+    options = ("--sf", "--quick", "--only", "--repeat", "--pyca-sample", "--no-growth")
+    for option in (*options, "--no-enclavesql"):
         assert f"`{option}" in readme, f"bench/README.md does not describe {option}"
     for variant in report.VARIANTS:
         assert f"`{variant}`" in readme, f"bench/README.md does not describe the variant {variant}"
 
 
-@pytest.mark.parametrize("module", ["report", "tpch", "baselines", "__main__", "chart"])
+@pytest.mark.parametrize(
+    "module", ["report", "tpch", "baselines", "__main__", "chart", "suite_rows", "enclavesql"]
+)
 def test_the_docstring_examples_run(module: str) -> None:
     import doctest
     import importlib
@@ -426,3 +513,153 @@ def test_the_docstring_examples_run(module: str) -> None:
     assert outcome.failed == 0
     if module != "chart":  # the chart's only public function writes files
         assert outcome.attempted > 0
+
+
+def test_suite_results_become_rows_of_the_one_shape() -> None:
+    from bench import suite_rows
+
+    operators = {
+        "cells": 1000,
+        "codec": "aesni-shani",
+        "results": {
+            "8_byte": {"decrypt_only": 10.0, "compare_lt": 8.0, "like": 5.0, "sum": 4.0},
+            "32_byte": {"decrypt_only": 5.0, "compare_lt": 5.0, "like": 2.5, "sum": None},
+        },
+    }
+    sql = {
+        "rows": 1000,
+        "bulk_insert_rows_per_s": 500,
+        "plaintext_insert_rows_per_s": 1000,
+        "bulk_insert_file_rows_per_s": 250,
+        "plaintext_insert_file_rows_per_s": 1000,
+        "point_lookup_p50_ms": 3.0,
+        "plaintext_point_lookup_p50_ms": 1.0,
+        "unique_lookup_p50_ms": 1.0,
+        "plaintext_unique_lookup_p50_ms": 0.5,
+        "small_query_p50_ms": 0.9,
+        "plaintext_small_query_p50_ms": 0.3,
+    }
+    rotation = {
+        "rows": 1000,
+        "kernel_rows_per_second": {"enclave_reencrypt": 500, "client_decrypt_encrypt": 1000},
+        "table_rows_per_second": {"client": 200, "enclave": 400},
+    }
+    rows = report.add_ratios(
+        suite_rows.enclave_ops_rows(operators)
+        + suite_rows.sql_layer_rows(sql)
+        + suite_rows.rotation_rows(rotation)
+    )
+    assert all(tuple(row) == report.ROW_FIELDS for row in rows)
+    by = {(row["case"], row["variant"]): row for row in rows}
+    assert ("enclave_ops_32b", "enclave_sum") not in by  # SUM is measured on 8 bytes only
+    assert by[("enclave_ops_8b", "enclave_lt")]["ratio_vs_floor"] == pytest.approx(10 / 8)
+    assert by[("enclave_ops_32b", "enclave_like")]["ratio_vs_floor"] == pytest.approx(2.0)
+    assert by[("sql_point_lookup", "enclavesql")]["ratio_vs_plaintext"] == pytest.approx(3.0)
+    assert by[("sql_bulk_insert_file", "enclavesql")]["median_s"] == pytest.approx(4.0)
+    assert by[("sql_small_query", "enclavesql")]["rows"] == 1000
+    targets = report.evaluate_targets(rows, None, sf=0.1)
+    assert _target(targets, "enclave comparison ops")["measured"] == pytest.approx(80.0)
+    assert _target(targets, "enclave comparison ops")["met"] is True
+    assert _target(targets, "warm small query")["measured"] == pytest.approx(0.6)
+    assert _target(targets, "bulk load")["measured"] == pytest.approx(0.0005)
+    assert _target(targets, "in-place re-encryption")["measured"] == pytest.approx(40.0)
+    assert _target(targets, "deterministic point lookup")["met"] is False
+
+
+def test_a_failed_suite_leaves_a_row_that_says_so() -> None:
+    from bench import suite_rows
+
+    row = suite_rows.failed_suite_row("rotation", RuntimeError("no\nenclave"))
+    assert tuple(row) == report.ROW_FIELDS and not report.is_measured(row)
+    assert row["note"] == "not measured: the rotation suite failed: RuntimeError: no enclave"
+    assert "the rotation suite failed" in report.format_table(report.add_ratios([row]))
+
+
+@pytest.fixture
+def product(tmp_path):
+    """The product variant on a tiny in-memory EnclaveSQL database without an enclave: its
+    randomized column refuses comparisons, its deterministic one answers equality."""
+    import engine
+    from bench import enclavesql
+    from engine.client.keystores import build_registry
+
+    build_registry(key_directory=tmp_path).get("PEM_FILE").generate_key("cmk.pem", key_size=2048)
+    con = engine.connect(":memory:", key_dir=str(tmp_path))
+    enclavesql._key_ddl(con, tuple(enclavesql.CEKS.values()))
+    con.execute(
+        enclavesql.create_table_sql(
+            "lineitem",
+            [("l_rowid", "BIGINT"), ("l_quantity", "DECIMAL(15,2)"), ("l_returnflag", "VARCHAR")],
+            {key: tpch.ENCRYPTED["lineitem"][key] for key in ("l_quantity", "l_returnflag")},
+        )
+    )
+    con.bulk_insert(
+        "lineitem",
+        pa.table(
+            {
+                "l_rowid": [0, 1, 2],
+                "l_quantity": [Decimal("1.00"), Decimal("30.00"), None],
+                "l_returnflag": ["A", "N", "A"],
+            }
+        ),
+        progress=False,
+    )
+    variant = object.__new__(enclavesql.EnclaveSQLVariant)
+    variant.con, variant.prefixes = con, []
+    yield variant
+    con.close()
+
+
+def _case(sql: str, name: str = "range_50pct") -> baselines.QueryCase:
+    return baselines.QueryCase(name, "lineitem", sql, lambda *args: None, ())
+
+
+def test_the_product_variant_records_a_refused_case(product) -> None:
+    case = _case("SELECT count(*) FROM {lineitem} WHERE l_quantity <= 25")
+    row = product.query_row(case, 3, 3, [(1,)], {"lineitem": "plain"}, repeat=1)
+    assert not report.is_measured(row)
+    assert row["note"].startswith("not supported yet: ProgrammingError: lineitem.l_quantity")
+    assert (row["case"], row["variant"], row["rows"]) == ("range_50pct", "enclavesql", 3)
+
+
+def test_the_product_variant_is_timed_and_checked_against_plaintext(product) -> None:
+    case = _case("SELECT count(*) FROM {lineitem} WHERE l_returnflag = 'A'", "point_lookup")
+    row = product.query_row(case, 3, 3, [(2,)], {"lineitem": "plain"}, repeat=2)
+    assert report.is_measured(row) and row["rows"] == 3 and row["variant"] == "enclavesql"
+    with pytest.raises(baselines.BenchFailure, match="point_lookup: the enclavesql answer"):
+        product.query_row(case, 3, 3, [(3,)], {"lineitem": "plain"}, repeat=1)
+
+
+def test_the_product_schema_and_refusal_text() -> None:
+    from bench import enclavesql
+
+    ddl = enclavesql.create_table_sql(
+        "customer", [("c_name", "VARCHAR"), ("c_phone", "VARCHAR")], tpch.ENCRYPTED["customer"]
+    )
+    assert "c_name VARCHAR(25) ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = cek_rnd" in ddl
+    assert "c_phone VARCHAR(15) ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = cek_det" in ddl
+    import engine
+
+    text = enclavesql.refusal(engine.OperationalError("enclave\n  unavailable"))
+    assert text == "OperationalError: enclave unavailable"
+
+
+def test_the_chart_labels_a_refused_case_instead_of_leaving_a_gap(tmp_path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib comes with the test and bench extras")
+    from bench import chart
+
+    rows = _rows(("q6", "plaintext", 0.01, 100), ("q6", "client_pyca", 1.0, 100))
+    rows.append(report.unsupported_row("q6", "enclavesql", 100, "NotSupportedError: refused"))
+    result = _result(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axis = pyplot.subplots()
+    chart._ratio_panel(axis, result["rows"], "ratio_vs_plaintext", "ratio")
+    labels = [text.get_text() for text in axis.texts]
+    pyplot.close(figure)
+    assert "enclavesql:\nnot supported" in labels
+    (latest, dated) = chart.write_chart(result, tmp_path)
+    assert latest.read_bytes().startswith(b"\x89PNG") and dated.exists()
