@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,27 @@ def _interactive(shell: Shell, history_file: Path, no_decrypt: bool) -> int:
     return 0
 
 
+def warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """Warnings at the shell read like its errors: one line, no source location.
+
+    >>> warning_line("keys go to an unverified enclave", UserWarning, "x.py", 1)
+    'Warning (UserWarning): keys go to an unverified enclave\\n'
+    """
+    return f"Warning ({category.__name__}): {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the shell with command-line arguments ``argv``; returns the process exit status:
     0 on success, 1 when a statement or command failed, 2 for bad options."""
     options = parse_options(sys.argv[1:] if argv is None else argv)
+    if not options.debug:
+        warnings.formatwarning = warning_line
     try:
         connection = open_connection(options)
     except Error as error:
