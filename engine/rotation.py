@@ -296,7 +296,7 @@ def _connection_enclave(connection: Connection) -> EnclaveContext | None:
     if not connection.enclave_available:
         return None
     session = connection._enclave_session()
-    return EnclaveContext(session, connection._host.enclave_gateway())  # type: ignore[attr-defined]
+    return EnclaveContext(session, connection._host.enclave_gateway())
 
 
 class _Progress:
