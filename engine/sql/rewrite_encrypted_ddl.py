@@ -18,10 +18,17 @@ from engine.sql.plan import CatalogChange, DropEncryptedColumns, RegisterEncrypt
 __all__ = ["encrypted_ddl_changes", "rewrite_encrypted_ddl"]
 
 
+def _constraint_kind(constraint: exp.Expr) -> exp.Expr:
+    """What a column constraint says. sqlglot wraps most kinds in a ColumnConstraint, but some
+    (IN/OUT, for one) stand in the constraint list bare."""
+    return constraint.args["kind"] if isinstance(constraint, exp.ColumnConstraint) else constraint
+
+
 def _encryption_of(column: exp.ColumnDef) -> EncryptedWithColumnConstraint | None:
     for constraint in column.constraints:
-        if isinstance(constraint.kind, EncryptedWithColumnConstraint):
-            return constraint.kind
+        kind = _constraint_kind(constraint)
+        if isinstance(kind, EncryptedWithColumnConstraint):
+            return kind
     return None
 
 
@@ -41,7 +48,7 @@ def _check_column(table: str, column: exp.ColumnDef, catalog: CatalogSnapshot) -
     declared = encryptable_type(label, _declared_type(column))
     randomized = encryption.args["encryption_type"].name == "RANDOMIZED"
     for constraint in column.constraints:
-        kind = constraint.kind
+        kind = _constraint_kind(constraint)
         if isinstance(kind, (EncryptedWithColumnConstraint, exp.NotNullColumnConstraint)):
             continue
         if isinstance(kind, (exp.PrimaryKeyColumnConstraint, exp.UniqueColumnConstraint)):
@@ -97,7 +104,11 @@ def _to_blob(column: exp.ColumnDef) -> None:
     column.set("kind", exp.DataType.build("BLOB"))
     column.set(
         "constraints",
-        [c for c in column.constraints if not isinstance(c.kind, EncryptedWithColumnConstraint)],
+        [
+            c
+            for c in column.constraints
+            if not isinstance(_constraint_kind(c), EncryptedWithColumnConstraint)
+        ],
     )
 
 

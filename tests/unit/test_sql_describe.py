@@ -481,3 +481,15 @@ def test_create_or_replace_forgets_the_old_registrations_first() -> None:
     assert isinstance(plan.catalog_changes[1], RegisterEncryptedColumn)
     plain = plan_of("CREATE OR REPLACE TABLE patients (id INT)")
     assert plain.catalog_changes == (DropEncryptedColumns("patients"),)
+
+
+def test_bare_constraint_nodes_beside_an_encrypted_column_do_not_crash() -> None:
+    # Found by the sql fuzz target: sqlglot leaves some constraints (IN/OUT) unwrapped in the
+    # column's constraint list; describe must treat them like any other constraint.
+    sql = (
+        "CREATE TABLE t (a IN, s CHAR(11) ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = cek_det, "
+        "ENCRYPTION_TYPE = DETERMINISTIC, ALGORITHM = 'AEAD_AES_256_CBC_HMAC_SHA_256'))"
+    )
+    plan = describe(parse_statements(sql)[0], CATALOG, enclave_available=False)
+    assert plan.sql == "CREATE TABLE t (a IN, s BLOB)"
+    assert [change.column for change in plan.catalog_changes] == ["s"]
