@@ -19,10 +19,10 @@ import engine
 from engine import errors
 from engine.client import codec as client_codec
 from engine.client import rotation as client_rotation
-from engine.client.enclave_session import EnclaveSession
 from engine.client.keystores import build_registry
-from engine.host.enclave_gateway import EnclaveGateway, native_enclave_available
+from engine.host.enclave_gateway import native_enclave_available
 from engine.rotation import EnclaveContext
+from tests.support.enclave_context import development_enclave
 from tests.unit.test_alter_column import ENC, TYPES
 
 pytestmark = pytest.mark.skipif(
@@ -72,12 +72,8 @@ def con(tmp_path: Path, key_dir: Path) -> Iterator[engine.Connection]:
 
 @pytest.fixture()
 def enclave(tmp_path: Path) -> Iterator[EnclaveContext]:
-    gateway = EnclaveGateway()
-    session = EnclaveSession.establish(
-        gateway, protocol="none", platform_dir=tmp_path / "platform", warn_insecure=False
-    )
-    yield EnclaveContext(session, gateway)
-    session.close()
+    with development_enclave(tmp_path / "platform") as context:
+        yield context
 
 
 def _fill(con: engine.Connection, plain_type: str, expression: str) -> None:

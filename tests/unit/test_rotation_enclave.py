@@ -15,10 +15,10 @@ import engine
 from engine import errors
 from engine.client import rotation as client_rotation
 from engine.client.codec import decrypt_column
-from engine.client.enclave_session import EnclaveSession
 from engine.client.keystores import build_registry
-from engine.host.enclave_gateway import EnclaveGateway, native_enclave_available
+from engine.host.enclave_gateway import native_enclave_available
 from engine.rotation import EnclaveContext, rotate_cek
+from tests.support.enclave_context import development_enclave
 
 pytestmark = pytest.mark.skipif(
     not native_enclave_available(), reason="the native enclave is not built (make -C native)"
@@ -80,12 +80,8 @@ def con(tmp_path: Path, key_dir: Path) -> Iterator[engine.Connection]:
 
 @pytest.fixture()
 def enclave(tmp_path: Path) -> Iterator[EnclaveContext]:
-    gateway = EnclaveGateway()
-    session = EnclaveSession.establish(
-        gateway, protocol="none", platform_dir=tmp_path / "platform", warn_insecure=False
-    )
-    yield EnclaveContext(session, gateway)
-    session.close()
+    with development_enclave(tmp_path / "platform") as context:
+        yield context
 
 
 def _expected() -> list[tuple[int, str | None]]:
