@@ -1,5 +1,6 @@
 """Benchmark of CEK rotation: rows/s re-encrypted in the enclave against the client codec's
-decrypt+encrypt rate on the same cells, in one run (target: enclave >= 60% of the codec).
+decrypt+encrypt rate on the same cells, in one run (target: enclave >= 60% of the codec, for
+the kernel alone and for the whole in-place rotation of a table, issue #7).
 
 It measures the two kernels on one batch of cells (the enclave's REENCRYPT, and decrypt then
 encrypt through engine.client.codec), then whole rotations of a DuckDB table through
@@ -103,15 +104,20 @@ def run(quick: bool, rows: int | None) -> dict[str, Any]:
             client = _median_rate(lambda: codec(cells), count, repeats)
 
             tables: dict[str, float] = {}
+            # CPU seconds of the process (all threads) per rotation: on a shared machine the
+            # wall clock also counts other processes' turns, this does not.
+            cpu: dict[str, float] = {}
             for path in ("client", "enclave"):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 for cek in ("cek_b", "cek_a"):
                     rotate_cek(con, "t", "v", cek, path=path, enclave=enclave, progress=False)
                 tables[path] = round(2 * count / (time.perf_counter() - start))
+                cpu[path] = round((time.process_time() - start_cpu) / 2, 3)
         finally:
             enclave.session.close()
             con.close()
     ratio = round(in_enclave / client, 3)
+    whole = round(tables["enclave"] / client, 3)
     result: dict[str, Any] = {
         "benchmark": "rotation",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -123,8 +129,16 @@ def run(quick: bool, rows: int | None) -> dict[str, Any]:
             "client_decrypt_encrypt": client,
         },
         "table_rows_per_second": tables,
+        "table_cpu_seconds_per_rotation": cpu,
         "targets": {
-            "enclave_over_client": {"target": TARGET, "measured": ratio, "met": ratio >= TARGET}
+            "enclave_over_client": {"target": TARGET, "measured": ratio, "met": ratio >= TARGET},
+            # What `python -m bench` reports: the whole rotation (read, REENCRYPT, write back,
+            # commit) against the codec kernel's rate.
+            "enclave_table_over_client": {
+                "target": TARGET,
+                "measured": whole,
+                "met": whole >= TARGET,
+            },
         },
     }
     RESULTS.mkdir(exist_ok=True)
@@ -144,15 +158,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'kernel':<28}{'rows/s':>14}")
     for name, rate in kernel.items():
         print(f"{name:<28}{rate:>14,.0f}")
-    print(f"{'whole table, path':<28}{'rows/s':>14}")
+    print(f"{'whole table, path':<28}{'rows/s':>14}{'CPU s/rotation':>16}")
     for name, rate in result["table_rows_per_second"].items():
-        print(f"{name:<28}{rate:>14,.0f}")
-    target = result["targets"]["enclave_over_client"]
-    verdict = "met" if target["met"] else "NOT met"
-    print(
-        f"enclave >= {target['target']:.0%} of client decrypt+encrypt: {verdict} "
-        f"({target['measured']:.0%})"
-    )
+        print(f"{name:<28}{rate:>14,.0f}{result['table_cpu_seconds_per_rotation'][name]:>16.3f}")
+    for name, what in (
+        ("enclave_over_client", "enclave kernel"),
+        ("enclave_table_over_client", "whole enclave rotation"),
+    ):
+        target = result["targets"][name]
+        verdict = "met" if target["met"] else "NOT met"
+        print(
+            f"{what} >= {target['target']:.0%} of client decrypt+encrypt: {verdict} "
+            f"({target['measured']:.0%})"
+        )
     print(f"written to {result['written_to']}")
     return 0
 

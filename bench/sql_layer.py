@@ -2,14 +2,18 @@
 throughput into a table with 4 encrypted columns, the p50 of a deterministic point lookup, and
 the p50 of a small parameterized query with a warm describe cache.
 
-Targets: >= 1M rows/s bulk insert, point lookup <= 1.5x plaintext, small query <= +1 ms. It
-prints and returns numbers and never runs as part of the test suite.
+Targets: >= 1M rows/s bulk insert, point lookup <= 1.5x plaintext, small query <= +1 ms. Beside
+them: the host's DuckDB alone on the ciphertext lookup (the floor under ours), plaintext DuckDB
+on the same rows shuffled (no row-group skipping, as ciphertext never has), the lookup with
+CREATE INDEX on the deterministic column, and a query whose literal the client lifts, with
+another value each run. It prints and returns numbers and never runs as part of the test suite.
     python -m bench.sql_layer [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -126,6 +130,20 @@ def run(quick: bool) -> dict[str, Any]:
             assert cursor.execute(lookup, [probe]).fetchall()[0][0] == rows // 2
             ours_lookup = _p50_ms(lambda: cursor.execute(lookup, [probe]).fetchall(), repeats)
             theirs_lookup = _p50_ms(lambda: plain.execute(lookup, [probe]).fetchall(), repeats)
+            # The floor under ours: the host's DuckDB alone on the same statement, with the
+            # ciphertext of the probe as its parameter (no client, no decryption).
+            duck = con._host._con
+            cell = duck.execute("SELECT ssn FROM big WHERE id = ?", [rows // 2]).fetchone()[0]
+            floor_lookup = _p50_ms(lambda: duck.execute(lookup, [cell]).fetchall(), repeats)
+            # The plaintext rows are in ssn order, so DuckDB's row-group min/max skips most of
+            # the table; ciphertext is random and never can. The same rows shuffled show what
+            # a full plaintext scan costs.
+            order = pa.array(np.random.default_rng(7).permutation(rows))
+            plain.register("incoming", data.take(order))
+            plain.execute("CREATE TABLE shuffled AS SELECT * FROM incoming")
+            plain.unregister("incoming")
+            shuffled = lookup.replace("FROM big", "FROM shuffled")
+            theirs_shuffled = _p50_ms(lambda: plain.execute(shuffled, [probe]).fetchall(), repeats)
 
             # The same lookup with UNIQUE on the column: DuckDB's ART index serves both sides.
             keys = data.select(["id", "ssn"])
@@ -137,6 +155,12 @@ def run(quick: bool) -> dict[str, Any]:
             ours_unique = _p50_ms(lambda: cursor.execute(unique, [probe]).fetchall(), repeats)
             theirs_unique = _p50_ms(lambda: plain.execute(unique, [probe]).fetchall(), repeats)
 
+            # CREATE INDEX on the deterministic column (an ART index over ciphertext).
+            con.execute("CREATE INDEX big_ssn ON big (ssn)")
+            plain.execute("CREATE INDEX big_ssn ON big (ssn)")
+            ours_indexed = _p50_ms(lambda: cursor.execute(lookup, [probe]).fetchall(), repeats)
+            theirs_indexed = _p50_ms(lambda: plain.execute(lookup, [probe]).fetchall(), repeats)
+
             small = data.slice(0, 1000)
             con.bulk_insert("small", small, progress=False)
             plain.register("incoming", small)
@@ -145,7 +169,22 @@ def run(quick: bool) -> dict[str, Any]:
             query = "SELECT ssn, day FROM small WHERE id = ?"
             ours_small = _p50_ms(lambda: cursor.execute(query, [500]).fetchall(), repeats)
             theirs_small = _p50_ms(lambda: plain.execute(query, [500]).fetchall(), repeats)
-            statistics_ = con._host.statistics()
+            # A literal aimed at the encrypted column, another value on every run: the client
+            # lifts it out and fills its plan template instead of describing again.
+            numbers = itertools.count()
+
+            def lifted(target: Any) -> object:
+                text = f"SELECT ssn, day FROM small WHERE ssn = 'SSN-{next(numbers) % 1000}'"
+                return target.execute(text).fetchall()
+
+            ours_lifted = _p50_ms(lambda: lifted(cursor), repeats)
+            theirs_lifted = _p50_ms(lambda: lifted(plain), repeats)
+            statistics_ = {
+                **con._host.statistics(),
+                "client_describes": con._client.describes,
+                "template_hits": con._client.templates.hits,
+                "template_misses": con._client.templates.misses,
+            }
         finally:
             con.close()
             plain.close()
@@ -158,12 +197,21 @@ def run(quick: bool) -> dict[str, Any]:
         "point_lookup_p50_ms": ours_lookup,
         "plaintext_point_lookup_p50_ms": theirs_lookup,
         "point_lookup_ratio": round(ours_lookup / theirs_lookup, 3),
+        "ciphertext_point_lookup_floor_p50_ms": floor_lookup,
+        "plaintext_shuffled_point_lookup_p50_ms": theirs_shuffled,
+        "point_lookup_ratio_vs_shuffled": round(ours_lookup / theirs_shuffled, 3),
+        "indexed_lookup_p50_ms": ours_indexed,
+        "plaintext_indexed_lookup_p50_ms": theirs_indexed,
+        "indexed_lookup_ratio": round(ours_indexed / theirs_indexed, 3),
         "unique_lookup_p50_ms": ours_unique,
         "plaintext_unique_lookup_p50_ms": theirs_unique,
         "unique_lookup_ratio": round(ours_unique / theirs_unique, 3),
         "small_query_p50_ms": ours_small,
         "plaintext_small_query_p50_ms": theirs_small,
         "small_query_extra_ms": round(ours_small - theirs_small, 4),
+        "lifted_literal_query_p50_ms": ours_lifted,
+        "plaintext_lifted_literal_query_p50_ms": theirs_lifted,
+        "lifted_literal_query_extra_ms": round(ours_lifted - theirs_lifted, 4),
         "describe_cache": statistics_,
         "targets": TARGETS,
     }

@@ -9,6 +9,7 @@ ciphertext into an exception message, and never loop over rows itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -43,11 +44,15 @@ __all__ = [
     "begin_query",
     "end_query",
     "enclave_compare",
+    "enclave_filter",
+    "tristate_array",
     "enclave_rank",
     "enclave_group",
     "enclave_aggregate",
+    "enclave_aggregate_expression",
     "enclave_reencrypt",
     "enclave_encrypt",
+    "enclave_top_k",
     "OP_EQ",
     "OP_NE",
     "OP_LT",
@@ -64,8 +69,12 @@ __all__ = [
     "OP_MIN",
     "OP_MAX",
     "OP_COUNT_DISTINCT",
+    "OP_SUM_EXPR",
+    "OP_AVG_EXPR",
     "OP_REENCRYPT",
     "OP_ENCRYPT",
+    "OP_TOP_K",
+    "OP_REENCRYPT_TARGET",
     "TYPE_INT64",
     "TYPE_FLOAT32",
     "TYPE_FLOAT64",
@@ -82,7 +91,7 @@ __all__ = [
     "MODE_RANDOMIZED",
 ]
 
-EXPECTED_ABI_VERSION = 2
+EXPECTED_ABI_VERSION = 3
 
 _ffi: Any = _native.ffi
 _lib: Any = _native.lib
@@ -539,8 +548,13 @@ OP_AVG: int = _lib.EE_OP_AVG
 OP_MIN: int = _lib.EE_OP_MIN
 OP_MAX: int = _lib.EE_OP_MAX
 OP_COUNT_DISTINCT: int = _lib.EE_OP_COUNT_DISTINCT
+OP_SUM_EXPR: int = _lib.EE_OP_SUM_EXPR
+OP_AVG_EXPR: int = _lib.EE_OP_AVG_EXPR
 OP_REENCRYPT: int = _lib.EE_OP_REENCRYPT
 OP_ENCRYPT: int = _lib.EE_OP_ENCRYPT
+OP_TOP_K: int = _lib.EE_OP_TOP_K
+# Authorization-only: a package entry for the target key of REENCRYPT, never a call's operator.
+OP_REENCRYPT_TARGET: int = _lib.EE_OP_REENCRYPT_TARGET
 
 TYPE_INT64: int = _lib.EE_TYPE_INT64
 TYPE_FLOAT32: int = _lib.EE_TYPE_FLOAT32
@@ -775,6 +789,113 @@ enclave package
     return pa.Array.from_buffers(pa.bool_(), rows.count, [validity, values], null_count=null_count)
 
 
+def _cell_args(array: Any, what: str) -> tuple[Any, ...]:
+    """The eight C row arguments of a binary array, pointing into Arrow's own buffers.
+
+    This is the per-vector path of the enclave UDFs, so a plain ``pa.binary()`` array is read
+    without copies or numpy views (the buffer addresses go straight to C, which checks every
+    offset against the lengths given); anything else goes through _Rows.
+    """
+    if type(array) is not pa.BinaryArray:
+        return _Rows(array, what).c_args()
+    count = len(array)
+    validity, offsets, data = array.buffers()
+    if offsets is None:
+        return _Rows(array, what).c_args()
+    start = array.offset
+    if validity is None or array.null_count == 0:
+        bitmap, bitmap_len = _ffi.NULL, 0
+    else:
+        bitmap, bitmap_len = _ffi.cast("uint8_t *", validity.address), validity.size
+    return (
+        _ffi.cast("int32_t *", offsets.address + 4 * start),
+        count + 1 if offsets.size >= 4 * (start + count + 1) else 0,
+        _ffi.NULL if data is None else _ffi.cast("uint8_t *", data.address),
+        0 if data is None else data.size,
+        bitmap,
+        bitmap_len,
+        start,
+        count,
+    )
+
+
+def enclave_filter(
+    query_id: int, predicates: Sequence[tuple[int, int, int, bytes]], columns: Sequence[Any]
+) -> Any:
+    """SQL's AND of enclave predicates over one set of rows: a BooleanArray (null = unknown).
+
+    predicates[i] is (cek_id, type_code, operator, constant) for EQ..GE, BETWEEN, IN or LIKE
+    with a constant, applied to columns[i] (binary cell arrays of one length). Each predicate
+    is authorized on its own, as by enclave_compare; a row is evaluated only while it is not
+    yet FALSE, so a later predicate's cell of such a row is never read (docs/enclave.md).
+
+    >>> enclave_filter(1, [(1, TYPE_INT64, OP_EQ, b"")], [pa.array([b""], pa.binary())])
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: comparing encrypted cells: the enclave has no such query \
+context (it ended, its session closed, or it never began); begin the query with a fresh \
+enclave package
+    """
+    if not predicates or len(predicates) != len(columns):
+        raise ProgrammingError("enclave_filter needs one cell column per predicate (at least one)")
+    query = _id_arg(query_id, "the query id")
+    count = len(columns[0])
+    state = bytearray(b"\x01") * count  # EE_TRUE: the identity of AND
+    state_ptr = _ffi.from_buffer("uint8_t[]", state, require_writable=True)
+    for (cek_id, type_code, operator, constant), cells in zip(predicates, columns, strict=True):
+        rows = _cell_args(cells, "cells")
+        blob = _bytes_arg(constant, "the operator constant")
+        if rows[-1] != count:
+            raise ProgrammingError(
+                f"a conjunction needs equally long columns ({count} and {rows[-1]} rows)"
+            )
+        status = _lib.ee_enclave_compare_and(
+            state_ptr,
+            count,
+            query,
+            _small_arg(cek_id, "the cek_id", _U16_MAX),
+            _small_arg(type_code, "the type code", 2**31 - 1),
+            _small_arg(operator, "the operator", 2**31 - 1),
+            blob,
+            len(blob),
+            *rows,
+            *_NO_ROWS,
+        )
+        _raise_for(status, "comparing encrypted cells")
+    return tristate_array(state)
+
+
+def tristate_array(state: bytes | bytearray) -> Any:
+    """A BooleanArray from EE_TRUE (1) / EE_FALSE (0) / EE_NULL (2) bytes, packed in C.
+
+    >>> tristate_array(bytes([1, 0, 2, 1])).to_pylist()
+    [True, False, None, True]
+    """
+    count = len(state)
+    width = (count + 7) // 8
+    values, validity = bytearray(width), bytearray(width)
+    null_count = _ffi.new("size_t *")
+    _raise_for(
+        _lib.ee_tristate_pack(
+            _ffi.from_buffer("uint8_t[]", values, require_writable=True),
+            width,
+            _ffi.from_buffer("uint8_t[]", validity, require_writable=True),
+            width,
+            null_count,
+            _ffi.from_buffer("uint8_t[]", state),
+            count,
+        ),
+        "packing the enclave's answer",
+    )
+    nulls = int(null_count[0])
+    return pa.Array.from_buffers(
+        pa.bool_(),
+        count,
+        [pa.py_buffer(validity) if nulls else None, pa.py_buffer(values)],
+        null_count=nulls,
+    )
+
+
 def _ranks(query_id: int, cek_id: int, type_code: int, operator: int, cells: Any) -> Any:
     args = _operator_args(query_id, cek_id, type_code, operator)
     rows = _Rows(cells, "cells")
@@ -892,6 +1013,59 @@ enclave package
     return _cells_result(out)
 
 
+def enclave_aggregate_expression(
+    query_id: int,
+    cek_id: int,
+    type_code: int,
+    operator: int,
+    program: bytes,
+    slots: Sequence[Any],
+    group_ids: Any,
+    group_count: int,
+) -> Any:
+    """SUM_EXPR or AVG_EXPR: SUM or AVG per group of the arithmetic expression `program`
+    (docs/enclave.md) over `slots`, one fresh randomized cell per group under `cek_id`.
+
+    `slots` holds one binary array per program slot, all as long as `group_ids`: cells for an
+    encrypted slot, normalized plaintexts for a plain one. A row with a NULL in any slot has a
+    NULL expression. Overflow raises DataError; a malformed program OperationalError.
+
+    >>> enclave_aggregate_expression(1, 1, TYPE_DECIMAL, OP_SUM_EXPR, b"\\x01",
+    ...                              [pa.array([], pa.binary())], [], 0)
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: aggregating an expression over encrypted cells: the enclave \
+has no such query context (it ended, its session closed, or it never began); begin the query \
+with a fresh enclave package
+    """
+    args = _operator_args(query_id, cek_id, type_code, operator)
+    blob = _bytes_arg(program, "the expression program")
+    groups = _small_arg(group_count, "group_count", _INT32_MAX)
+    arrays = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in slots]
+    if not arrays:
+        raise ProgrammingError("an expression aggregate needs at least one slot")
+    row_count = len(arrays[0])
+    if any(len(a) != row_count for a in arrays):
+        raise ProgrammingError("every slot of an expression aggregate needs one entry per row")
+    # Slot-major: entry s * rows + r is slot s of row r, so each slot stays one Arrow run.
+    rows = _Rows(pa.concat_arrays([a.cast(pa.binary()) for a in arrays]), "slots")
+    ids = _group_id_vector(group_ids, row_count)
+    cell_len = _CELL_OVERHEAD + 32  # a 17-byte DECIMAL result is the longest (8 for FLOAT64)
+    out = _Output(groups * cell_len, groups)
+    status = _lib.ee_enclave_aggregate_expression(
+        *out.c_args(),
+        *args,
+        blob,
+        len(blob),
+        *rows.c_args(),
+        _ffi.from_buffer("int64_t[]", ids),
+        len(ids),
+        groups,
+    )
+    _raise_for(status, "aggregating an expression over encrypted cells")
+    return _cells_result(out)
+
+
 def _transform(
     query_id: int,
     cek_id: int,
@@ -920,6 +1094,9 @@ def enclave_reencrypt(
     query_id: int, cek_id: int, type_code: int, constant: bytes, cells: Any
 ) -> Any:
     """Re-encrypts cells under another key of the same query (constant: target cek_id, mode).
+
+    The package must also hold the target's own entry (target, OP_REENCRYPT_TARGET, type,
+    source cek_id || mode); an ENCRYPT grant on the target does not count.
 
     >>> enclave_reencrypt(1, 1, TYPE_INT64, b"\\x02\\x00\\x02", pa.array([], pa.binary()))
     Traceback (most recent call last):
@@ -967,3 +1144,34 @@ enclave package
         capacity,
         "encrypting cells in the enclave",
     )
+
+
+def enclave_top_k(query_id: int, cek_id: int, type_code: int, constant: bytes, cells: Any) -> Any:
+    """The first k rows of an ORDER BY over encrypted cells (EE_OP_TOP_K), as an Int64Array.
+
+    `constant` is u64 LE k || u8 descending || u8 nulls first (the client authorized exactly
+    it). A selected row gets its dense rank among the selected values (ascending with the
+    value, whatever the direction), a selected NULL cell gets null, any other row -1.
+
+    >>> enclave_top_k(1, 1, TYPE_INT64, bytes(10), pa.array([], pa.binary()))
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: selecting the first rows of encrypted cells: the enclave \
+has no such query context (it ended, its session closed, or it never began); begin the query \
+with a fresh enclave package
+    """
+    args = _operator_args(query_id, cek_id, type_code, OP_TOP_K)
+    blob = _bytes_arg(constant, "the operator constant")
+    rows = _Rows(cells, "cells")
+    out = np.empty(max(rows.count, 1), dtype=np.int64)
+    status = _lib.ee_enclave_top_k(
+        _ffi.from_buffer("int64_t[]", out, require_writable=True),
+        rows.count,
+        *args,
+        blob,
+        len(blob),
+        *rows.c_args(),
+    )
+    _raise_for(status, "selecting the first rows of encrypted cells")
+    result = out[: rows.count]
+    return pa.array(result, type=pa.int64(), mask=result == -2)

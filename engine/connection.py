@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from engine import errors
@@ -50,7 +51,7 @@ class HostInterface(Protocol):
     ) -> Any: ...
     def execute_many(self, plan: Plan, parameters: Any) -> int: ...
     def apply_key_ddl(self, plan: Plan, changes: Sequence[CatalogChange]) -> None: ...
-    def append_arrow(self, table: str, data: pa.Table) -> int: ...
+    def append_arrow(self, table: str, data: pa.Table | pa.RecordBatchReader) -> int: ...
     def rewrite_column(
         self, change: Any, transform: Any, *, batch_rows: int = ..., progress: Any = ...
     ) -> int: ...
@@ -445,29 +446,65 @@ class Connection:
         if total == 0:
             self._client.encrypt_batch(info, columns, snapshot)  # still checks the columns
             return 0
+        columns = _plain_columns_as_arrow(columns, info)
         slices = [
             {name: _slice(values, offset, batch_rows) for name, values in columns.items()}
             for offset in range(0, total, batch_rows)
         ]
-        # The first batch runs alone: it unwraps the CEKs once, before threads would race to.
-        encrypted = [self._client.encrypt_batch(info, slices[0], snapshot)]
+        # The first batch runs alone: it unwraps the CEKs once, before threads would race to,
+        # and its schema is the stream's.
+        first = self._client.encrypt_batch(info, slices[0], snapshot)
+        failures: list[BaseException] = []
         with tqdm(total=total, unit="rows", disable=not show, desc=f"insert {info.name}") as bar:
-            bar.update(encrypted[0].num_rows)
-            if len(slices) > 1:
-                # Native encryption releases the GIL, so batches encrypt in parallel.
-                workers = min(len(slices) - 1, os.cpu_count() or 1, 8)
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    for batch in pool.map(
-                        lambda part: self._client.encrypt_batch(info, part, snapshot), slices[1:]
-                    ):
-                        encrypted.append(batch)
-                        bar.update(batch.num_rows)
-            combined = (
-                pa.concat_tables(encrypted, promote_options="permissive")
-                if len(encrypted) > 1
-                else encrypted[0]
-            )
-            return self._host.append_arrow(info.name, combined)
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                """Encrypted batches in order, encrypted ahead by a thread pool (native
+                encryption releases the GIL) while DuckDB inserts the ones before."""
+                try:
+                    yield from first.to_batches()
+                    bar.update(first.num_rows)
+                    if len(slices) == 1:
+                        return
+                    workers = min(len(slices) - 1, os.cpu_count() or 1, 8)
+                    with ThreadPoolExecutor(max_workers=workers) as pool:
+                        encrypt = partial(self._client.encrypt_batch, info, snapshot=snapshot)
+                        for batch in pool.map(encrypt, slices[1:]):
+                            if batch.schema != first.schema:
+                                batch = batch.cast(first.schema)
+                            yield from batch.to_batches()
+                            bar.update(batch.num_rows)
+                except GeneratorExit:
+                    raise  # DuckDB stopped reading (its own error is the one to raise)
+                except BaseException as error:
+                    failures.append(error)  # DuckDB rewraps it; the caller gets this one
+                    raise
+
+            stream = pa.RecordBatchReader.from_batches(first.schema, batches())
+            try:
+                return self._host.append_arrow(info.name, stream)
+            except errors.Error:
+                if failures:
+                    raise failures[0] from None
+                raise
+
+
+def _plain_columns_as_arrow(columns: dict[str, Any], info: TableInfo) -> dict[str, Any]:
+    """Plaintext columns given as lists become one Arrow array each, so that every batch of
+    the stream has the same type (a batch of only NULLs would otherwise be typed null)."""
+    import pyarrow as pa
+
+    converted = {}
+    for name, values in columns.items():
+        if isinstance(values, list) and info.column(name).encryption is None:
+            try:
+                values = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
+                raise ProgrammingError(
+                    f"the values of column {info.name}.{name} do not share one type; give "
+                    "values of the column's type"
+                ) from error
+        converted[name] = values
+    return converted
 
 
 # EXPLAIN <statement> (not EXPLAIN ANALYZE, which DuckDB would run) answers where each

@@ -47,6 +47,8 @@ def _python_values(array: Any, type_code: str) -> list[Any]:
 
 
 def _check_parameters(parameters: object) -> Sequence[object]:
+    if type(parameters) is tuple or type(parameters) is list:
+        return parameters  # the common case, without the ABC checks (executemany's hot loop)
     if parameters is None:
         return ()
     if isinstance(parameters, (str, bytes, bytearray)) or not isinstance(parameters, Sequence):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import decimal
 import functools
+import math
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
@@ -187,6 +188,13 @@ def _coerce(values: Any, sql_type: SqlType, where: str) -> pa.Array:
     if sql_type.form is NormalizationForm.GUID and pa.types.is_fixed_size_binary(values.type):
         if values.type.byte_width == 16:
             return pa.ExtensionArray.from_storage(pa.uuid(), values)
+    if sql_type.form is NormalizationForm.GUID and (
+        pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+    ):
+        # DuckDB exports UUID columns to Arrow as text unless arrow_lossless_conversion is
+        # set; Arrow has no text-to-UUID cast, so the text is parsed one value at a time.
+        items = [_uuid_item(item, where) for item in values.to_pylist()]
+        return pa.array(items, type=pa.uuid())
     try:
         if pa.types.is_floating(target) and pa.types.is_decimal(values.type):
             # Arrow's decimal-to-float cast can miss by one ulp; its text-to-float parse rounds
@@ -228,6 +236,15 @@ def _decimal_item(item: object) -> object:
 
 
 def _uuid_item(item: object, where: str) -> object:
+    """A uuid.UUID for text (checked), None for a missing value, else the item unchanged.
+
+    A pandas object column of UUIDs marks its missing values with pd.NA (or NaN), which Arrow
+    does not read as null among UUID objects.
+    """
+    if isinstance(item, float) and math.isnan(item):
+        return None
+    if type(item).__name__ == "NAType" and type(item).__module__.startswith("pandas"):
+        return None
     if isinstance(item, str):
         try:
             return uuid.UUID(item)

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine import log
+
 __all__ = ["CekCache", "DEFAULT_TTL_SECONDS"]
 
 DEFAULT_TTL_SECONDS = 2 * 60 * 60.0
@@ -102,6 +104,7 @@ class CekCache:
         threads may then unwrap the same envelope once each, which is harmless.
         """
         cached = self.get(provider_name, key_path, envelope)
+        log.key_unwrapped(provider_name, from_cache=cached is not None)
         if cached is not None:
             return cached
         cek = load()

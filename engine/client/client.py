@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine import log
 from engine.client.cek_cache import CekCache
 from engine.client.codec import encrypt_column
 from engine.client.column_keys import ColumnKeyResolver
@@ -30,12 +31,14 @@ from engine.client.key_ddl import complete_key_ddl
 from engine.client.keystores.base import KeyStoreProvider
 from engine.client.keystores.registry import build_registry
 from engine.client.parameters import KeyLookup, encrypt_parameter_columns, encrypt_parameters
-from engine.client.results import decrypt_result
+from engine.client.plan_templates import PlanTemplates
+from engine.client.results import decrypt_result, name_result
 from engine.errors import OperationalError, ProgrammingError
 from engine.sql.catalog import CatalogSnapshot, TableInfo
 from engine.sql.describe import describe
 from engine.sql.dialect import SOURCE_SQL, parse_statements, to_sql
 from engine.sql.plan import CatalogChange, EnclaveOperation, Plan, check_parameter_count
+from engine.sql.rewrite_inexact_comparisons import lifted_literals_exact
 
 __all__ = ["Client", "PreparedStatement"]
 
@@ -75,6 +78,9 @@ class Client:
             self.registry, CekCache(cek_cache_ttl), trusted_key_paths=trusted_key_paths
         )
         self._prepared: OrderedDict[tuple[str, int, bool], PreparedStatement] = OrderedDict()
+        # Plans that lifted literals, per statement shape, with the literal values left out.
+        self.templates = PlanTemplates()
+        self.describes = 0  # statements described here (tests and benchmarks read it)
         self._lock = threading.Lock()
         # The enclave session is opened on the first statement that needs it; establishing
         # it can wait on the attestation service, so it has its own lock.
@@ -111,17 +117,49 @@ class Client:
     def prepare(
         self, text: str, snapshot: CatalogSnapshot, *, enclave_available: bool = False
     ) -> PreparedStatement:
-        """Describe one statement against ``snapshot``, cached per text and version unless it
-        lifted literals (those plans carry plaintext, which the client does not keep)."""
+        """Describe one statement against ``snapshot``, cached per text and version. A plan that
+        lifted literals carries plaintext, so it is cached as a template per statement shape
+        (the text with its literals abstracted) that leaves the values out; each execution
+        fills in its own (engine.client.plan_templates)."""
         key = (text, snapshot.version, enclave_available)
         with self._lock:
             cached = self._prepared.get(key)
             if cached is not None:
                 self._prepared.move_to_end(key)
+                log.describe_cache("client")
                 return cached
+        context = (snapshot.version, enclave_available)
+        templated = self.templates.lookup(text, context)
+        # A template's literals are this text's values; one that is not a value of its
+        # column's type needs the describe-time rewrite that a template would skip.
+        if templated is not None and lifted_literals_exact(templated.plan):
+            log.describe_cache("client")
+            return templated  # type: ignore[no-any-return]
+        prepared, lifted = self._describe(text, snapshot, enclave_available)
+        log.describe_cache("client", prepared.plan)
+        if lifted:
+            # The plan holds the lifted plaintext literals: keep only a template of it.
+            self.templates.remember(
+                text,
+                context,
+                prepared,
+                lambda probe: self._describe(probe, snapshot, enclave_available)[0],
+            )
+            return prepared
+        with self._lock:
+            self._prepared[key] = prepared
+            while len(self._prepared) > 512:
+                self._prepared.popitem(last=False)
+        return prepared
+
+    def _describe(
+        self, text: str, snapshot: CatalogSnapshot, enclave_available: bool
+    ) -> tuple[PreparedStatement, bool]:
+        """The statement described, and whether it lifted literals."""
         statements = parse_statements(text)
         if len(statements) != 1:
             raise ProgrammingError(f"expected one statement, found {len(statements)}")
+        self.describes += 1
         plan = describe(statements[0], snapshot, enclave_available=enclave_available)
         # Literals lifted into parameters or into enclave comparands are plaintext.
         lifted = any(p.source[0] == "literal" for p in plan.parameters) or any(
@@ -130,15 +168,7 @@ class Client:
         # With enclave rewrites the host describes the lifted but unrewritten text (the
         # rewritten one is not valid input).
         host_text = plan.parameterized_sql or (plan.sql if lifted and plan.sql else text)
-        prepared = PreparedStatement(host_text, plan)
-        if lifted:
-            # The plan holds the lifted plaintext literals; it is not kept past this statement.
-            return prepared
-        with self._lock:
-            self._prepared[key] = prepared
-            while len(self._prepared) > 512:
-                self._prepared.popitem(last=False)
-        return prepared
+        return PreparedStatement(host_text, plan), lifted
 
     @staticmethod
     def check_host_plan(prepared: PreparedStatement, host_plan: Plan) -> None:
@@ -158,8 +188,14 @@ class Client:
             == [_enclave_shape(o) for o in mine.enclave_operations]
             and (
                 not mine.enclave_operations
-                or (host_plan.sql, host_plan.finish_sql, host_plan.join_stages)
-                == (mine.sql, mine.finish_sql, mine.join_stages)
+                or (
+                    host_plan.sql,
+                    host_plan.finish_sql,
+                    host_plan.final_sql,
+                    host_plan.join_stages,
+                    host_plan.group_stages,
+                )
+                == (mine.sql, mine.finish_sql, mine.final_sql, mine.join_stages, mine.group_stages)
             )
         )
         if not same:
@@ -281,8 +317,10 @@ class Client:
         snapshot: CatalogSnapshot,
     ) -> pa.Table | list[list[object]]:
         """executemany's parameter rows as encrypted columns (or rows when they do not fit)."""
-        for row in rows:
-            check_parameter_count(prepared.plan, row)
+        width = prepared.plan.user_parameter_count
+        if set(map(len, rows)) - {width}:
+            for row in rows:
+                check_parameter_count(prepared.plan, row)  # raises for the first bad row
         lookup = self.key_lookup(snapshot) if self.column_encryption else None
         return encrypt_parameter_columns(prepared.plan.parameters, rows, lookup)
 
@@ -290,6 +328,7 @@ class Client:
         self, prepared: PreparedStatement, table: pa.Table, snapshot: CatalogSnapshot
     ) -> pa.Table:
         """``table`` with its encrypted columns decrypted (unchanged with encryption off)."""
+        table = name_result(table, prepared.plan.result_columns)
         if not self.column_encryption or not any(c.target for c in prepared.plan.result_columns):
             return table
         table = decrypt_result(table, prepared.plan.result_columns, self.key_lookup(snapshot))

@@ -21,6 +21,7 @@ from engine.client.enclave_package import (
     in_constant,
     like_constant,
     reencrypt_constant,
+    reencrypt_target_constant,
 )
 from engine.errors import ProgrammingError
 
@@ -33,6 +34,7 @@ __all__ = [
     "rank",
     "group",
     "aggregate",
+    "aggregate_expression",
     "reencrypt",
     "encrypt",
 ]
@@ -149,26 +151,53 @@ def aggregate(cek_name: str, type_code: TypeCode, operator: Operator) -> Grant:
     return Grant(cek_name, operator, type_code)
 
 
+def aggregate_expression(
+    cek_names: Sequence[str], type_code: TypeCode, operator: Operator, program: bytes
+) -> tuple[Grant, ...]:
+    """SUM_EXPR or AVG_EXPR of one expression program: one grant per key the program reads
+    (the first is the result's key), each for exactly that program.
+
+    >>> grants = aggregate_expression(["A", "B", "A"], TypeCode.DECIMAL, Operator.SUM_EXPR, b"p")
+    >>> [(g.cek_name, g.operator.name, g.constant) for g in grants]
+    [('A', 'SUM_EXPR', b'p'), ('B', 'SUM_EXPR', b'p')]
+    """
+    if _operator(operator) not in (Operator.SUM_EXPR, Operator.AVG_EXPR):
+        raise ProgrammingError(f"{_operator(operator).name} is not an expression aggregate")
+    if _type_code(type_code) not in (TypeCode.DECIMAL, TypeCode.FLOAT64):
+        raise ProgrammingError("an expression aggregate's result is DECIMAL or FLOAT64")
+    return tuple(Grant(name, operator, type_code, program) for name in dict.fromkeys(cek_names))
+
+
 def reencrypt(
     source_cek_name: str,
     target_cek_name: str,
     target_cek_id: int,
     type_code: TypeCode,
     mode: int = MODE_RANDOMIZED,
+    *,
+    source_cek_id: int,
 ) -> tuple[Grant, Grant]:
-    """The two grants a re-encryption needs: REENCRYPT on the source key, ENCRYPT on the target.
+    """The two grants a re-encryption needs: REENCRYPT on the source key, and REENCRYPT_TARGET
+    (naming that source and mode) on the target.
 
-    `target_cek_id` is the session's id for the target key (`EnclaveSession.cek_id`).
+    The target gets no ENCRYPT grant: that would let the host encrypt plaintexts of its choice
+    under the target key, and test guesses against a deterministic column.
+    `source_cek_id` and `target_cek_id` are the session's ids (`EnclaveSession.cek_id`).
 
-    >>> source, target = reencrypt("OLD", "NEW", 2, TypeCode.UTF8)
-    >>> (source.operator.name, source.constant.hex()), (target.operator.name, target.constant)
-    (('REENCRYPT', '020002'), ('ENCRYPT', b''))
+    >>> source, target = reencrypt("OLD", "NEW", 2, TypeCode.UTF8, source_cek_id=1)
+    >>> (source.operator.name, source.constant.hex()), (target.operator.name, target.constant.hex())
+    (('REENCRYPT', '020002'), ('REENCRYPT_TARGET', '010002'))
     """
     return (
         Grant(
             source_cek_name, Operator.REENCRYPT, type_code, reencrypt_constant(target_cek_id, mode)
         ),
-        Grant(target_cek_name, Operator.ENCRYPT, type_code),
+        Grant(
+            target_cek_name,
+            Operator.REENCRYPT_TARGET,
+            type_code,
+            reencrypt_target_constant(source_cek_id, mode),
+        ),
     )
 
 

@@ -35,7 +35,10 @@ __all__ = [
     "in_constant",
     "like_constant",
     "reencrypt_constant",
+    "reencrypt_target_constant",
     "encrypt_constant",
+    "top_k_constant",
+    "expression_program",
     "PACKAGE_PREFIX_LEN",
     "KEY_ENTRY_LEN",
     "AUTHORIZATION_ENTRY_LEN",
@@ -63,6 +66,14 @@ class Operator(enum.IntEnum):
     COUNT_DISTINCT = 16
     REENCRYPT = 17
     ENCRYPT = 18
+    # SUM and AVG of an arithmetic expression (its constant: expression_program).
+    SUM_EXPR = 19
+    AVG_EXPR = 20
+    # Authorization-only (a package entry, never a call's operator): the target key of
+    # REENCRYPT, so that a rotation need not grant ENCRYPT (host-chosen plaintexts) on it.
+    REENCRYPT_TARGET = 64
+    # ORDER BY ... LIMIT: the first k rows of the order (its constant: top_k_constant).
+    TOP_K = 24
 
 
 class TypeCode(enum.IntEnum):
@@ -321,14 +332,85 @@ def like_constant(pattern: bytes, escape: str | None = None) -> bytes:
 def reencrypt_constant(target_cek_id: int, mode: int) -> bytes:
     """The constant of REENCRYPT: u16 LE target cek_id || u8 mode (1 deterministic, 2 random).
 
-    The target key must also be authorized for ENCRYPT with the same type code and an empty
-    constant (`engine.client.enclave_authorization.reencrypt`).
+    The target key must also be authorized by its own REENCRYPT_TARGET entry, with the same type
+    code and `reencrypt_target_constant(source cek_id, mode)`
+    (`engine.client.enclave_authorization.reencrypt`).
 
     >>> reencrypt_constant(3, MODE_RANDOMIZED).hex()
     '030002'
     """
     _check_u16(target_cek_id, "the target cek_id")
     return struct.pack("<HB", target_cek_id, _mode(mode))
+
+
+def reencrypt_target_constant(source_cek_id: int, mode: int) -> bytes:
+    """The constant of the target key's REENCRYPT_TARGET entry: u16 LE source cek_id || u8 mode.
+
+    It names the source key and mode, so the entry lets exactly that re-encryption write under
+    the target key, and nothing else (no ENCRYPT of host-chosen plaintexts).
+
+    >>> reencrypt_target_constant(1, MODE_DETERMINISTIC).hex()
+    '010001'
+    """
+    _check_u16(source_cek_id, "the source cek_id")
+    return struct.pack("<HB", source_cek_id, _mode(mode))
+
+
+def top_k_constant(k: int, *, descending: bool, nulls_first: bool) -> bytes:
+    """The constant of TOP_K: u64 LE k || u8 descending || u8 nulls first.
+
+    k counts every row the answer may need (LIMIT plus OFFSET); a k beyond 2**64 - 1 is
+    clamped, which selects every row just the same.
+
+    >>> top_k_constant(3, descending=True, nulls_first=False).hex()
+    '03000000000000000100'
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ProgrammingError("the row count of ORDER BY ... LIMIT must be a non-negative integer")
+    return struct.pack("<QBB", min(k, _U64_MAX), int(bool(descending)), int(bool(nulls_first)))
+
+
+_PROGRAM_VERSION = 1
+_SOURCE_ENCRYPTED = 1
+_SOURCE_PLAIN = 2
+_EXPRESSION_CODES = {"slot": 1, "exact": 2, "float": 3, "add": 4, "sub": 5, "mul": 6, "neg": 7}
+
+
+def expression_program(
+    slots: Sequence[tuple[int | None, TypeCode, int]], code: Sequence[tuple[object, ...]]
+) -> bytes:
+    """The constant of SUM_EXPR and AVG_EXPR (docs/enclave.md): version 1, the slots as
+    (cek_id or None for a plaintext column, type code, scale), then the postfix code, whose
+    steps are ("slot", i), ("exact", scale, unscaled int), ("float", value), ("add",),
+    ("sub",), ("mul",) and ("neg",).
+
+    >>> # version 1, one slot (encrypted, cek 3, DECIMAL, scale 2), 2 code bytes: slot 0
+    >>> expression_program([(3, TypeCode.DECIMAL, 2)], [("slot", 0)]).hex()
+    '0101010300040202000100'
+    """
+    if not 1 <= len(slots) <= 16:
+        raise ProgrammingError("an expression program has 1 to 16 slots")
+    out = bytearray([_PROGRAM_VERSION, len(slots)])
+    for cek_id, type_code, scale in slots:
+        if cek_id is not None:
+            _check_u16(cek_id, "a slot's cek_id")
+        source = _SOURCE_PLAIN if cek_id is None else _SOURCE_ENCRYPTED
+        out += struct.pack("<BHBB", source, cek_id or 0, int(type_code), scale)
+    body = bytearray()
+    for step in code:
+        name = str(step[0])
+        body.append(_EXPRESSION_CODES[name])
+        if name == "slot":
+            body.append(int(step[1]))  # type: ignore[call-overload]
+        elif name == "exact":
+            scale, unscaled = int(step[1]), int(step[2])  # type: ignore[call-overload]
+            magnitude = abs(unscaled)
+            body += bytes([scale, 1 if unscaled >= 0 else 0]) + magnitude.to_bytes(16, "little")
+        elif name == "float":
+            body += struct.pack("<d", float(step[1]))  # type: ignore[arg-type]
+    if not 1 <= len(body) <= 256:
+        raise ProgrammingError("an expression program's code must be 1 to 256 bytes")
+    return bytes(out + struct.pack("<H", len(body)) + body)
 
 
 def encrypt_constant(mode: int | None = None) -> bytes:

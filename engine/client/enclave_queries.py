@@ -8,6 +8,7 @@ It must not talk to the host or DuckDB, and it never sends a CEK that no grant u
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from engine.client.column_keys import ColumnKeyResolver
 from engine.client.enclave_authorization import (
     Grant,
     aggregate,
+    aggregate_expression,
     between,
     compare,
     group,
@@ -27,10 +29,10 @@ from engine.client.enclave_authorization import (
     like,
     rank,
 )
-from engine.client.enclave_package import Operator, TypeCode
+from engine.client.enclave_package import Operator, TypeCode, expression_program, top_k_constant
 from engine.client.enclave_session import EnclaveSession
 from engine.client.parameters import KeyLookup, coerce_text, encrypt_parameters
-from engine.errors import ProgrammingError
+from engine.errors import NotSupportedError, ProgrammingError
 from engine.sql.catalog import CatalogSnapshot
 from engine.sql.plan import (
     ENCLAVE_ROLES,
@@ -40,6 +42,7 @@ from engine.sql.plan import (
     ParameterSpec,
     Plan,
 )
+from engine.sql.rewrite_inexact_comparisons import exact_comparand
 from engine.types import NormalizationForm, parse_sql_type
 
 __all__ = [
@@ -83,6 +86,37 @@ def _cell(value: object, operation: EnclaveOperation, cek: bytes) -> bytes:
     return cell
 
 
+def _exact_comparands(operation: EnclaveOperation, values: list[object]) -> list[object]:
+    """The comparands as values of the column's type, never rounded: a range bound between two
+    values of the type becomes the nearer one (``x < 1.5`` is ``x < 2`` on INTEGER), an IN item
+    no cell can equal is replaced by another item. Where the answer would not depend on the
+    cells (``x = 1.5`` on INTEGER), refuse rather than compare with a different value."""
+    operator = operation.operator
+    declared = operation.target.declared_type
+    if operator in ("EQ", "NE", "LT", "LE", "GT", "GE"):
+        found = [exact_comparand(values[0], declared, operator)]
+    elif operator == "BETWEEN" and len(values) == 2:
+        found = [exact_comparand(values[0], declared, "GE")]
+        found.append(exact_comparand(values[1], declared, "LE"))
+    elif operator == "IN":
+        found = [exact_comparand(value, declared, "EQ") for value in values]
+        matching = [value for kind, value in found if kind == "value"]
+        if matching:
+            # An item that equals no cell changes nothing; a copy of another keeps the count.
+            return [value if kind == "value" else matching[0] for kind, value in found]
+    else:
+        return values
+    if any(kind != "value" for kind, _ in found):
+        raise NotSupportedError(
+            f"a value compared with the encrypted column {operation.target.label} "
+            f"({declared}) by `{operation.construct}` is not a {declared} value or lies "
+            "outside its range, and the comparison has no exact equivalent the enclave can "
+            "run; pass a value of the column's type (a number literal in the SQL text is "
+            "rewritten exactly, as DuckDB would answer)"
+        )
+    return [value for _, value in found]
+
+
 def enclave_grant(operation: EnclaveOperation, user: Sequence[object], key_for: KeyLookup) -> Grant:
     """The grant of one operation, with its comparands encrypted into the constant blob.
 
@@ -100,6 +134,8 @@ def enclave_grant(operation: EnclaveOperation, user: Sequence[object], key_for: 
     operator = Operator[operation.operator]
     if operator == Operator.RANK:
         return rank(name, type_code)
+    if operator == Operator.TOP_K:
+        return _top_k_grant(operation, user, type_code)
     if operator == Operator.GROUP:
         return group(name, type_code)
     if operation.result_column is not None:
@@ -107,7 +143,8 @@ def enclave_grant(operation: EnclaveOperation, user: Sequence[object], key_for: 
     if not operation.operands:
         return compare(name, type_code, operator, None)
     cek = key_for(name)
-    cells = [_cell(_operand_value(s, user), operation, cek) for s in operation.operands]
+    values = _exact_comparands(operation, [_operand_value(s, user) for s in operation.operands])
+    cells = [_cell(value, operation, cek) for value in values]
     if operator == Operator.BETWEEN:
         return between(name, type_code, cells[0], cells[1])
     if operator == Operator.IN:
@@ -156,10 +193,24 @@ def enclave_parameter_values(
     """
     if plan.sql is None or not plan.enclave_operations:
         raise ProgrammingError("this statement has no enclave operations")
-    grants: dict[EnclaveOperation, Grant] = {
-        operation: enclave_grant(operation, user, key_for) for operation in plan.enclave_operations
+    # An expression aggregate needs one grant per key its program reads; the first is its own.
+    expression_grants = {
+        operation: _expression_grants(operation, session)
+        for operation in plan.enclave_operations
+        if operation.expression is not None
     }
-    names = sorted({operation.target.cek_name for operation in plan.enclave_operations})
+    grants: dict[EnclaveOperation, Grant] = {
+        operation: (
+            expression_grants[operation][0]
+            if operation in expression_grants
+            else enclave_grant(operation, user, key_for)
+        )
+        for operation in plan.enclave_operations
+    }
+    names = sorted(
+        {operation.target.cek_name for operation in plan.enclave_operations}
+        | {grant.cek_name for extra in expression_grants.values() for grant in extra}
+    )
     for name in names:
         admit_cek(session, name, snapshot, resolver)
     ordinary = [i for i, s in enumerate(plan.parameters) if s.source[0] not in ENCLAVE_ROLES]
@@ -173,7 +224,7 @@ def enclave_parameter_values(
     package = session.package_for(
         statement_text if statement_text is not None else plan.sql,
         {name: key_for(name) for name in names},
-        list(dict.fromkeys(grants.values())),
+        list(dict.fromkeys([*grants.values(), *itertools.chain(*expression_grants.values())])),
     )
     calls = tuple(
         AggregateCall(
@@ -184,6 +235,12 @@ def enclave_parameter_values(
             _decimal_scale(operation.target.declared_type),
             kind=_CALL_KINDS.get(operation.operator, "aggregate"),
             stage=operation.stage,
+            constant=(
+                grants[operation].constant
+                if operation.operator in ("TOP_K", "SUM_EXPR", "AVG_EXPR")
+                else b""
+            ),
+            source_column=operation.source_column,
         )
         for operation in plan.enclave_operations
         if operation.result_column is not None
@@ -191,7 +248,60 @@ def enclave_parameter_values(
     return EnclaveValues(values, EnclaveExecution(session.session_id, package, calls))
 
 
-_CALL_KINDS: dict[str, Literal["aggregate", "rank", "group"]] = {"RANK": "rank", "GROUP": "group"}
+_CALL_KINDS: dict[str, Literal["aggregate", "rank", "group", "top_k", "expression"]] = {
+    "RANK": "rank",
+    "GROUP": "group",
+    "TOP_K": "top_k",
+    "SUM_EXPR": "expression",
+    "AVG_EXPR": "expression",
+}
+
+
+def _row_count(source: tuple[str, Any], user: Sequence[object], clause: str) -> int | None:
+    """A LIMIT or OFFSET value (None: no limit), checked as DuckDB would take it."""
+    value = _operand_value(source, user)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProgrammingError(
+            f"{clause} of an ORDER BY over an encrypted column needs a non-negative integer "
+            f"(a {type(value).__name__} was given, or a negative number); pass an int >= 0"
+        )
+    return value
+
+
+def _top_k_grant(operation: EnclaveOperation, user: Sequence[object], type_code: TypeCode) -> Grant:
+    """TOP_K for ORDER BY ... LIMIT: k is LIMIT + OFFSET, so every row the answer needs is kept.
+
+    The operands are (LIMIT, OFFSET, descending, nulls first); the client reads LIMIT and OFFSET
+    from the caller's parameters itself, so the host cannot widen what the enclave returns.
+    """
+    limit_source, offset_source, descending, nulls_first = operation.operands
+    limit = _row_count(limit_source, user, "LIMIT")
+    offset = _row_count(offset_source, user, "OFFSET") or 0
+    k = 2**64 - 1 if limit is None else limit + offset
+    constant = top_k_constant(k, descending=bool(descending[1]), nulls_first=bool(nulls_first[1]))
+    return Grant(operation.target.cek_name, Operator.TOP_K, type_code, constant)
+
+
+def _expression_grants(operation: EnclaveOperation, session: EnclaveSession) -> tuple[Grant, ...]:
+    """The grants of a SUM_EXPR or AVG_EXPR: its program names the session's key ids, so the
+    client builds it here, and the host must pass exactly these bytes."""
+    expression = operation.expression
+    assert expression is not None
+    slots = [
+        (
+            None if slot.target is None else session.cek_id(slot.target.cek_name),
+            TypeCode[slot.type_form],
+            slot.scale,
+        )
+        for slot in expression.slots
+    ]
+    program = expression_program(slots, expression.code)
+    names = [slot.target.cek_name for slot in expression.slots if slot.target is not None]
+    return aggregate_expression(
+        names, TypeCode[operation.type_form], Operator[operation.operator], program
+    )
 
 
 def integer_sums(plan: Plan, table: pa.Table) -> pa.Table:
@@ -209,7 +319,10 @@ def integer_sums(plan: Plan, table: pa.Table) -> pa.Table:
     [7, None]
     """
     for operation in plan.enclave_operations:
-        if (operation.operator, operation.type_form) != ("SUM", "INT64"):
+        integer_expression = operation.expression is not None and operation.expression.integer
+        if (operation.operator, operation.type_form) != ("SUM", "INT64") and not (
+            operation.operator == "SUM_EXPR" and integer_expression
+        ):
             continue
         index = operation.result_column
         if index is None or index >= table.num_columns:

@@ -8,7 +8,9 @@ encrypted targets). It must not let a plaintext value with a target through unen
 from __future__ import annotations
 
 import datetime
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -16,12 +18,16 @@ import pyarrow as pa
 from engine.client.codec import encrypt_column
 from engine.errors import ProgrammingError
 from engine.sql.plan import EncryptionTarget, ParameterSpec
+from engine.sql.rewrite_inexact_comparisons import exact_comparand
 from engine.types import parse_sql_type
 
 __all__ = ["KeyLookup", "coerce_text", "encrypt_parameter_columns", "encrypt_parameters"]
 
 KeyLookup = Callable[[str], bytes]
 """Returns the plaintext CEK named by a ``cek_name``."""
+
+# executemany encrypts its columns in parallel from this many rows on (below, threads cost more).
+_PARALLEL_ROWS = 4096
 
 
 def _blob_from_text(text: str) -> bytes:
@@ -113,12 +119,22 @@ def encrypt_parameters(
     (65, 7)
     """
     values: list[object] = [_value(spec, user) for spec in specs]
+    unmatched: set[int] = set()
     groups: dict[tuple[Any, ...], list[int]] = {}
     for index, spec in enumerate(specs):
         if spec.target is None:
             continue
         if key_for is None:
             raise _refuse_without_encryption(spec.target)
+        if spec.compared:
+            # Compared, not stored: never round (1.234 must not equal a DECIMAL(12,2) 1.23).
+            kind, exact = exact_comparand(values[index], spec.target.declared_type, "EQ")
+            if kind != "value":
+                # No cell can equal it. A stand-in of the type is encrypted for the cell's
+                # length, then replaced below by random bytes that equal no cell either.
+                unmatched.add(index)
+                exact = exact_comparand(0, spec.target.declared_type, "EQ")[1]
+            values[index] = exact
         # Values of different Python types would not share one Arrow array.
         groups.setdefault((*_group_key(spec.target), type(values[index])), []).append(index)
     for indices in groups.values():
@@ -133,6 +149,11 @@ def encrypt_parameters(
         )
         for position, index in enumerate(indices):
             values[index] = cells[position].as_py()
+    for index in unmatched:
+        # The version byte kept, the rest random: to the host, like any other ciphertext.
+        cell = values[index]
+        assert isinstance(cell, bytes)
+        values[index] = cell[:1] + os.urandom(len(cell) - 1)
     return values
 
 
@@ -155,10 +176,12 @@ def encrypt_parameter_columns(
     columns: list[pa.Array] = []
     fits = True
     plain_columns: list[list[object]] = []
+    jobs: list[tuple[int, list[object], EncryptionTarget, bytes]] = []
+    # Rows to columns in one C-level pass (the rows all have one length, checked before).
+    transposed = list(zip(*rows, strict=True)) if rows else []
     for spec in specs:
         if spec.source[0] == "user":
-            position = spec.source[1]
-            values = [row[position] for row in rows]
+            values = list(transposed[spec.source[1]])
         else:
             values = [spec.source[1]] * count
         plain_columns.append(values)
@@ -171,15 +194,28 @@ def encrypt_parameter_columns(
             continue
         if key_for is None:
             raise _refuse_without_encryption(spec.target)
-        columns.append(
-            encrypt_column(
-                coerce_text(values, spec.target.declared_type),
-                key_for(spec.target.cek_name),
-                spec.target.encryption_type,
-                spec.target.declared_type,
-                column=spec.target.label,
-            )
+        # Keys are looked up here, one at a time (a first use unwraps the CEK).
+        jobs.append((len(columns), values, spec.target, key_for(spec.target.cek_name)))
+        columns.append(pa.nulls(0))
+
+    def encrypt(job: tuple[int, list[object], EncryptionTarget, bytes]) -> pa.Array:
+        _, values, target, key = job
+        return encrypt_column(
+            coerce_text(values, target.declared_type),
+            key,
+            target.encryption_type,
+            target.declared_type,
+            column=target.label,
         )
+
+    if len(jobs) > 1 and count >= _PARALLEL_ROWS:
+        # The native calls release the GIL, so the columns encrypt in parallel.
+        with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1, 8)) as pool:
+            cells_by_job = list(pool.map(encrypt, jobs))
+    else:
+        cells_by_job = [encrypt(job) for job in jobs]
+    for job, cells in zip(jobs, cells_by_job, strict=True):
+        columns[job[0]] = cells
     if fits:
         return pa.table({f"p{j}": column for j, column in enumerate(columns)})
     encrypted = [

@@ -1,5 +1,6 @@
 """Result decryption: replace each ciphertext column of an Arrow result by its plaintext, one
-native call per column per record batch, typed as the column's declared type.
+native call per column per record batch, typed as the column's declared type; and result names:
+give each column the name the client's plan has for it (DuckDB's own, engine.sql.result_names).
 
 It decrypts only columns the client's own plan marks; it must not log or keep values or keys.
 """
@@ -15,7 +16,7 @@ from engine.client.parameters import KeyLookup
 from engine.sql.plan import ResultColumn
 from engine.types import parse_sql_type
 
-__all__ = ["decrypt_result"]
+__all__ = ["decrypt_result", "name_result"]
 
 
 def decrypt_result(
@@ -48,3 +49,22 @@ def decrypt_result(
         arrays[index] = pa.chunked_array(chunks, type=declared.arrow_type)
         fields[index] = pa.field(fields[index].name, declared.arrow_type)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def name_result(table: pa.Table, columns: Sequence[ResultColumn]) -> pa.Table:
+    """``table`` with its columns named as ``columns`` says (no copy of the data); unchanged
+    when the plan has no column list for it (a statement the host ran as written).
+
+    >>> table = pa.table({"_col_0": [1], "id": [2]})
+    >>> name_result(table, [ResultColumn("min(n)", None, None), ResultColumn("id", None, None)])
+    pyarrow.Table
+    min(n): int64
+    id: int64
+    ----
+    min(n): [[1]]
+    id: [[2]]
+    """
+    names = [column.name for column in columns]
+    if len(names) != table.num_columns or names == table.column_names:
+        return table
+    return table.rename_columns(names)

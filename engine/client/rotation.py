@@ -206,17 +206,25 @@ def enclave_reencryption(
         raise ProgrammingError(f"{change.label} is not encrypted yet; use enclave_encryption")
     _admit_keys(change, snapshot, session, resolver)
     type_code = type_code_for(parse_sql_type(change.source.declared_type).form)
+    source_id = session.cek_id(change.source.cek_name)
     target_id = session.cek_id(change.target.cek_name)
     mode = _MODES[change.target.encryption_type]
+    # REENCRYPT on the source and REENCRYPT_TARGET on the target only: no ENCRYPT grant, so the
+    # host holding this package cannot encrypt plaintexts of its choice under the target key.
     grants = reencrypt_grants(
-        change.source.cek_name, change.target.cek_name, target_id, type_code, mode
+        change.source.cek_name,
+        change.target.cek_name,
+        target_id,
+        type_code,
+        mode,
+        source_cek_id=source_id,
     )
     keys = {name: key_for(name) for name in change.required_keys}
     package = session.package_for(statement_text, keys, grants)
     return EnclaveReencryption(
         statement_text=statement_text,
         package=package,
-        source_cek_id=session.cek_id(change.source.cek_name),
+        source_cek_id=source_id,
         type_code=int(type_code),
         constant=grants[0].constant,
     )

@@ -8,7 +8,9 @@ the SQL layer already enforced (a key in use cannot be dropped) and never commit
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -32,6 +34,7 @@ from engine.sql.plan import (
     DropCekValue,
     DropCmk,
     DropEncryptedColumns,
+    ImportCatalog,
     RegisterEncryptedColumn,
 )
 
@@ -219,8 +222,27 @@ class CatalogStore:
                 self._register_column(change)
             elif isinstance(change, DropEncryptedColumns):
                 self._drop_columns(change)
+            elif isinstance(change, ImportCatalog):
+                self._make_room_for_import(change)
             else:
                 raise ProgrammingError(f"unknown catalog change {type(change).__name__}")
+
+    def _make_room_for_import(self, change: ImportCatalog) -> None:
+        # DuckDB's IMPORT creates schema sys itself; ours must go first, and may only go when
+        # it holds nothing the import would silently throw away.
+        if not _export_has_catalog(change.directory):
+            return
+        in_use = sum(
+            int(self._rows(f"SELECT count(*) FROM sys.{table}")[0][0])
+            for table in ("column_master_keys", "column_encryption_keys", "encrypted_columns")
+        )
+        if in_use:
+            raise ProgrammingError(
+                "IMPORT DATABASE: the export carries its own catalog (schema sys), but this "
+                "database already has column master keys, column encryption keys or encrypted "
+                "columns; import into a new database file instead"
+            )
+        self._run(f"DROP SCHEMA {self._prefix[:-1]} CASCADE")
 
     def _id(self, table: str, id_column: str, name: str) -> int | None:
         rows = self._rows(
@@ -395,6 +417,16 @@ class CatalogStore:
                 "AND lower(column_name) = lower(?)",
                 [change.table, column],
             )
+
+
+def _export_has_catalog(directory: str) -> bool:
+    """Whether the EXPORT DATABASE output in ``directory`` creates schema sys (a missing or
+    unreadable directory is left to DuckDB's IMPORT to report)."""
+    try:
+        schema = (Path(directory) / "schema.sql").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return re.search(r'^\s*CREATE\s+SCHEMA\s+"?sys"?\s*;', schema, re.I | re.M) is not None
 
 
 def _now() -> datetime.datetime:

@@ -1,9 +1,10 @@
 """Rewrite every value of one column in place, inside the caller's DuckDB transaction.
 
 It first adds a hidden shadow column, which also makes DuckDB refuse concurrent writes to the
-table. Values are read and written back in rowid-ranged batches: into the column itself when
-the stored type stays the same, else into the shadow, which ``ALTER COLUMN … SET DATA TYPE …
-USING`` swaps in. Nothing is durable before the caller commits, so a crash leaves the old column.
+table. One UPDATE per rowid range runs the values through the transform, registered as a
+vectorized DuckDB function: into the column itself when the stored type stays the same, else
+into the shadow, which ``ALTER COLUMN … SET DATA TYPE … USING`` swaps in. Nothing is durable
+before the caller commits, so a crash leaves the old column.
 It never sees a key: the values it hands out and takes back come from the ``transform`` (the
 client's, or ``enclave_encryption_transform``, which normalizes here and encrypts in the enclave).
 """
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
+from duckdb.func import FunctionNullHandling, PythonUDFType
 
 from engine.errors import InternalError, NotSupportedError, ProgrammingError
 from engine.normalization import normalize
@@ -24,10 +26,16 @@ from engine.normalization import normalize
 if TYPE_CHECKING:
     from engine.host.enclave_gateway import EnclaveGateway
 
-__all__ = ["SHADOW_PREFIX", "enclave_encryption_transform", "key_constrained", "rewrite_column"]
+__all__ = [
+    "SHADOW_PREFIX",
+    "ciphertext_checkpoint",
+    "enclave_encryption_transform",
+    "key_constrained",
+    "rewrite_column",
+]
 
 SHADOW_PREFIX = "__enclavesql_shadow_"
-_views = itertools.count()
+_function_numbers = itertools.count()
 
 
 def _quote(name: str) -> str:
@@ -89,25 +97,22 @@ def rewrite_column(
     value = quoted_column if read_type is None else f"CAST({quoted_column} AS {read_type})"
     done = 0
     if count:
-        for start in range(int(low), int(high) + 1, batch_rows):
-            batch = _read_batch(
-                con,
-                f"SELECT rowid AS rid, {value} AS v FROM {quoted_table} "
-                f"WHERE rowid >= {start} AND rowid < {start + batch_rows}",
-                lossless=(read_type or "").upper() == "UUID",
-            )
-            if batch.num_rows == 0:
-                continue
-            values = transform(batch.column("v"))
-            if len(values) != batch.num_rows:
-                raise InternalError(
-                    f"rewriting {table}.{column}: a batch of {batch.num_rows} rows came back "
-                    f"with {len(values)} values"
+        udf = _TransformFunction(con, f"{table}.{column}", transform)
+        with udf.registered(read_type or _current_type(con, table, column), storage_type):
+            # A few large UPDATEs rather than one: each rowid range reports progress, and
+            # Ctrl-C between them is a plain KeyboardInterrupt. Inside each, DuckDB feeds the
+            # transform one vector at a time from its own threads.
+            for start in range(int(low), int(high) + 1, batch_rows):
+                rows = udf.update(
+                    f"UPDATE {quoted_table} SET {destination} = {udf.name}({value}) "
+                    f"WHERE rowid >= {start} AND rowid < {start + batch_rows}",
+                    lossless=(read_type or "").upper() == "UUID",
                 )
-            _write_batch(con, quoted_table, destination, batch.column("rid"), values)
-            done += batch.num_rows
-            if progress is not None:
-                progress(batch.num_rows)
+                if rows == 0:
+                    continue
+                done += rows
+                if progress is not None:
+                    progress(rows)
     if not same_type:
         # USING keeps the column's position and NOT NULL; the shadow holds the new values.
         con.execute(
@@ -116,6 +121,76 @@ def rewrite_column(
         )
     con.execute(f"ALTER TABLE {quoted_table} DROP COLUMN {shadow}")
     return done
+
+
+class _TransformFunction:
+    """``transform`` as a vectorized (Arrow) scalar function of ``con``, for one rewrite.
+
+    DuckDB may call it from several threads at once; the transforms are thread-safe (their
+    native calls release the GIL, which is what lets the threads overlap). An exception raised
+    inside is kept and re-raised as itself after the statement fails, so a tampered cell is
+    still a CellAuthenticationError and Ctrl-C still a KeyboardInterrupt.
+    """
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        label: str,
+        transform: Callable[[pa.Array], pa.Array],
+    ) -> None:
+        self.name = f"__enclavesql_transform_{next(_function_numbers)}"
+        self._con = con
+        self._label = label
+        self._transform = transform
+        self._failures: list[BaseException] = []
+
+    def __call__(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
+        try:
+            values = _one_array(values)
+            result = _one_array(self._transform(values))
+            if len(result) != len(values):
+                raise InternalError(
+                    f"rewriting {self._label}: a batch of {len(values)} rows came back with "
+                    f"{len(result)} values"
+                )
+            return result
+        except BaseException as failure:
+            self._failures.append(failure)
+            raise
+
+    @contextlib.contextmanager
+    def registered(self, input_type: str, output_type: str) -> Iterator[None]:
+        self._con.create_function(
+            self.name,
+            self.__call__,
+            [duckdb.sqltype(input_type)],
+            duckdb.sqltype(output_type),
+            type=PythonUDFType.ARROW,
+            # NULLs go through the transform too, which keeps them NULL; side effects, so
+            # DuckDB never folds or reuses a call (RANDOMIZED output differs every time).
+            null_handling=FunctionNullHandling.SPECIAL,
+            side_effects=True,
+        )
+        try:
+            yield
+        finally:
+            # Removing a function inside an aborted transaction may fail; it is harmless to
+            # leave, as its name is never used again.
+            with contextlib.suppress(duckdb.Error):
+                self._con.remove_function(self.name)
+
+    def update(self, sql: str, *, lossless: bool) -> int:
+        """Run one UPDATE through the function; returns the rows it changed."""
+        try:
+            with _lossless_arrow(self._con, lossless):
+                rows = self._con.execute(sql).fetchall()
+        except duckdb.Error:
+            if self._failures:
+                raise self._failures[0] from None
+            raise
+        if self._failures:  # DuckDB swallowed it; never commit around a failed batch
+            raise self._failures[0]
+        return int(rows[0][0]) if rows else 0
 
 
 def enclave_encryption_transform(
@@ -152,15 +227,54 @@ def enclave_encryption_transform(
     return transform
 
 
-def _read_batch(con: duckdb.DuckDBPyConnection, sql: str, *, lossless: bool) -> pa.Table:
+def _one_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """DuckDB hands each vector over as a one-chunk ChunkedArray: take that chunk, no copy."""
+    if not isinstance(values, pa.ChunkedArray):
+        return values
+    return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+
+
+@contextlib.contextmanager
+def ciphertext_checkpoint(con: duckdb.DuckDBPyConnection, *, enabled: bool) -> Iterator[None]:
+    """While open, checkpoints store new segments uncompressed; wrap the commit of a rewrite
+    whose new values are ciphertext in it.
+
+    Ciphertext does not compress, yet DuckDB's checkpoint (which a commit of a large rewrite
+    runs) spends most of its time trying dictionary and FSST compression on it: about three
+    times the time of the UPDATE itself. The setting is global to the database instance, so
+    other tables checkpointed in the same moment are stored uncompressed too (still correct,
+    somewhat larger). The previous setting is put back on every exit.
+
+    >>> con = duckdb.connect()
+    >>> with ciphertext_checkpoint(con, enabled=True):
+    ...     con.execute("SELECT current_setting('force_compression')").fetchall()
+    [('uncompressed',)]
+    >>> con.execute("SELECT current_setting('force_compression')").fetchall()
+    [('auto',)]
+    """
+    if not enabled:
+        yield
+        return
+    before = con.execute("SELECT current_setting('force_compression')").fetchall()[0][0]
+    con.execute("SET force_compression = 'uncompressed'")
+    try:
+        yield
+    finally:
+        quoted = "'" + str(before).replace("'", "''") + "'"
+        con.execute(f"SET force_compression = {quoted}")
+
+
+@contextlib.contextmanager
+def _lossless_arrow(con: duckdb.DuckDBPyConnection, lossless: bool) -> Iterator[None]:
+    """DuckDB hands UUID to Arrow as text unless asked for Arrow's uuid extension type, which
+    is what the client's codec takes; the setting is put back at once."""
     if not lossless:
-        return con.sql(sql).to_arrow_table()
-    # DuckDB exports UUID as text unless asked for Arrow's uuid extension type, which is what
-    # the client's codec takes; the setting is put back at once.
+        yield
+        return
     before = con.execute("SELECT current_setting('arrow_lossless_conversion')").fetchall()[0][0]
     con.execute("SET arrow_lossless_conversion = true")
     try:
-        return con.sql(sql).to_arrow_table()
+        yield
     finally:
         con.execute(f"SET arrow_lossless_conversion = {'true' if before else 'false'}")
 
@@ -184,23 +298,3 @@ def key_constrained(con: duckdb.DuckDBPyConnection, table: str, column: str) -> 
         [table],
     ).fetchall()
     return any(column.casefold() in {n.casefold() for n in row[0]} for row in rows)
-
-
-def _write_batch(
-    con: duckdb.DuckDBPyConnection,
-    quoted_table: str,
-    destination: str,
-    row_ids: pa.ChunkedArray,
-    values: pa.Array | pa.ChunkedArray,
-) -> None:
-    view = f"__enclavesql_rewrite_{next(_views)}"
-    con.register(view, pa.table({"rid": row_ids, "v": values}))
-    try:
-        con.execute(
-            f"UPDATE {quoted_table} SET {destination} = {view}.v FROM {view} "
-            f"WHERE {quoted_table}.rowid = {view}.rid"
-        )
-    finally:
-        # Unregistering inside an aborted transaction fails; the view dies with the connection.
-        with contextlib.suppress(duckdb.Error):
-            con.unregister(view)

@@ -10,6 +10,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
+from engine import log
 from engine.sql.plan import Plan
 
 __all__ = ["DescribeCache"]
@@ -41,9 +42,11 @@ class DescribeCache:
             if plan is not None:
                 self._plans.move_to_end(key)
                 self.hits += 1
+                log.describe_cache("host")
                 return plan
             self.misses += 1
         plan = describe()
+        log.describe_cache("host", plan)
         with self._lock:
             self._plans[key] = plan
             while len(self._plans) > self._capacity:

@@ -16,10 +16,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import InternalError, ProgrammingError
+from engine.host.enclave_udfs import constant_ref
 from engine.sql.plan import AggregateCall, Plan
 from engine.sql.rewrite_enclave_joins import GROUP_ID
 
-__all__ = ["bind_query_id", "finish_aggregates", "join_group_ids"]
+__all__ = [
+    "append_group_ids",
+    "bind_query_id",
+    "finish_aggregates",
+    "join_group_ids",
+    "normalized_slot",
+]
 
 
 def bind_query_id(plan: Plan, values: Sequence[object], query_id: int) -> list[object]:
@@ -40,7 +47,16 @@ def bind_query_id(plan: Plan, values: Sequence[object], query_id: int) -> list[o
     for index, spec in enumerate(plan.parameters):
         if spec.source[0] == "enclave_query":
             bound[index] = query_id
+        elif spec.source[0] == "enclave_constant_ref":
+            # A small integer for the client's constant blob (see enclave_udfs.constant_ref).
+            bound[index] = constant_ref(_constant_bytes(values[index]))
     return bound
+
+
+def _constant_bytes(value: object) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ProgrammingError("an enclave operation's constant must be bytes from the client")
+    return bytes(value)
 
 
 def _as_list_array(column: Any) -> pa.Array:
@@ -57,7 +73,7 @@ def _column(table: pa.Table, name: str) -> pa.Array:
         if column_name.casefold() == name.casefold():
             column = table.column(index)
             return column.combine_chunks() if column.num_chunks else pa.array([], pa.binary())
-    raise InternalError("a join stage lacks the column it joins on")
+    raise InternalError("a stage-zero read lacks the column it groups or joins on")
 
 
 def join_group_ids(
@@ -96,6 +112,133 @@ def join_group_ids(
     )
 
 
+def _keep_top_k(table: pa.Table, call: AggregateCall, gateway: Any, query_id: int) -> pa.Table:
+    """The rows of ``table`` that the enclave selected for ORDER BY ... LIMIT, with the cells of
+    the sort column replaced by their ranks (NULL stays NULL); -1 marks a row not selected.
+
+    >>> class Fake:
+    ...     def top_k(self, q, cek, type_code, constant, cells):
+    ...         return pa.array([1, -1, None, 0], pa.int64())
+    >>> table = pa.table({"id": [1, 2, 3, 4], "x": pa.array([b"b", b"z", None, b"a"])})
+    >>> call = AggregateCall(1, 1, 1, 24, kind="top_k", constant=bytes(10))
+    >>> _keep_top_k(table, call, Fake(), 5).to_pydict()
+    {'id': [1, 3, 4], 'x': [1, None, 0]}
+    >>> table = table.append_column("r", pa.nulls(4, pa.int64()))
+    >>> call = AggregateCall(2, 1, 1, 24, kind="top_k", constant=bytes(10), source_column=1)
+    >>> _keep_top_k(table, call, Fake(), 5).to_pydict()
+    {'id': [1, 3, 4], 'x': [b'b', None, b'a'], 'r': [1, None, 0]}
+    """
+    # The key's cells are in result_column, or (a key that is also a result column) in
+    # source_column, so that stage one does not return them twice.
+    source = call.result_column if call.source_column is None else call.source_column
+    column = table.column(source)
+    cells = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(cells, pa.ChunkedArray):
+        cells = pa.array([], pa.binary())
+    ranks = gateway.top_k(query_id, call.cek_id, call.type_code, call.constant, cells)
+    table = table.set_column(call.result_column, table.column_names[call.result_column], ranks)
+    return table.filter(pc.fill_null(pc.not_equal(ranks, -1), True))
+
+
+def append_group_ids(
+    table: pa.Table,
+    columns: Sequence[str],
+    id_columns: Sequence[str],
+    calls: Sequence[AggregateCall],
+    gateway: Any,
+    query_id: int,
+) -> pa.Table:
+    """``table`` with the enclave's group ids over each of ``columns``' cells appended as the
+    matching ``id_columns`` (one GROUP call per column; NULL cells get NULL ids).
+
+    >>> class Fake:
+    ...     def group(self, q, cek, type_code, cells):
+    ...         ids = {v: i for i, v in enumerate(sorted(set(cells.to_pylist()) - {None}))}
+    ...         return pa.array([ids.get(v) for v in cells.to_pylist()], pa.int64())
+    >>> table = pa.table({"x": pa.array([b"b", None, b"a", b"b"], pa.binary())})
+    >>> call = AggregateCall(0, 1, 1, 11, kind="group", stage=0)
+    >>> append_group_ids(table, ["x"], ["__ee_id"], [call], Fake(), 9).column(1).to_pylist()
+    [1, None, 0, 1]
+    """
+    for column, id_column, call in zip(columns, id_columns, calls, strict=True):
+        cells = _column(table, column).cast(pa.binary())
+        # A nested ORDER BY's stage (rewrite_enclave_order) appends ranks: the same numbers,
+        # under the RANK grant the client gave for it.
+        method = gateway.rank if call.kind == "rank" else gateway.group
+        table = table.append_column(id_column, method(query_id, call.cek_id, call.type_code, cells))
+    return table
+
+
+def normalized_slot(values: pa.Array) -> pa.Array:
+    """One slot of an expression aggregate as the enclave reads it: cells stay as they are;
+    a plaintext BIGINT, DECIMAL(38, s) or DOUBLE column becomes its normalized form (8-byte
+    LE integer, sign byte + 16-byte LE magnitude, 8-byte LE IEEE double). NULL stays NULL.
+
+    >>> import decimal
+    >>> slot = normalized_slot(pa.array([decimal.Decimal("-2.50"), None], pa.decimal128(38, 2)))
+    >>> [value.hex() if value else value for value in slot.to_pylist()]
+    ['00fa000000000000000000000000000000', None]
+    >>> normalized_slot(pa.array([1, -1], pa.int64())).to_pylist()[1].hex()
+    'ffffffffffffffff'
+    """
+    kind = values.type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return values.cast(pa.binary())
+    count = len(values)
+    if pa.types.is_int64(kind) or pa.types.is_float64(kind):
+        dtype = np.int64 if pa.types.is_int64(kind) else np.float64
+        raw = pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(dtype)
+        width, data = 8, raw.astype(np.dtype(dtype).newbyteorder("<")).tobytes()
+    elif pa.types.is_decimal128(kind):
+        # Arrow keeps DECIMAL as 16-byte LE two's complement; the enclave wants sign and
+        # magnitude, so negative values are negated as 128-bit numbers (low word first).
+        filled = pc.fill_null(values, pa.scalar(0, kind).cast(kind))
+        words = np.frombuffer(filled.buffers()[1], dtype="<u8").reshape(-1, 2)
+        words = words[filled.offset : filled.offset + count]
+        low, high = words[:, 0].copy(), words[:, 1].copy()
+        negative = (high >> np.uint64(63)).astype(bool)
+        negated_low = ~low + np.uint64(1)
+        negated_high = ~high + (negated_low == 0).astype(np.uint64)
+        low = np.where(negative, negated_low, low)
+        high = np.where(negative, negated_high, high)
+        out = np.empty((count, 17), dtype=np.uint8)
+        out[:, 0] = np.where(negative, 0, 1)
+        out[:, 1:9] = low.astype("<u8").view(np.uint8).reshape(count, 8)
+        out[:, 9:] = high.astype("<u8").view(np.uint8).reshape(count, 8)
+        width, data = 17, out.tobytes()
+    else:
+        raise InternalError("an expression aggregate's plaintext slot has an unexpected type")
+    fixed = pa.Array.from_buffers(pa.binary(width), count, [None, pa.py_buffer(data)])
+    return pc.if_else(values.is_valid(), fixed, pa.scalar(None, pa.binary(width))).cast(pa.binary())
+
+
+def _expression_aggregate(column: Any, call: AggregateCall, gateway: Any, query_id: int) -> Any:
+    """One enclave call for an expression aggregate's lists of per-row structs (one field
+    per program slot), each row's list being one group."""
+    if isinstance(column, pa.ChunkedArray):
+        lists = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    else:
+        lists = column
+    if isinstance(lists, pa.ChunkedArray):  # an empty chunked array combines to itself
+        lists = pa.array([], column.type)
+    if not pa.types.is_list(lists.type) or not pa.types.is_struct(lists.type.value_type):
+        raise InternalError("an expression aggregate's column does not hold lists of rows")
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    rows = pc.list_flatten(lists)
+    slots = [normalized_slot(field) for field in rows.flatten()]
+    group_ids = pa.array(np.repeat(np.arange(len(lists), dtype=np.int64), lengths))
+    return gateway.aggregate_expression(
+        query_id,
+        call.cek_id,
+        call.type_code,
+        call.operator,
+        call.constant,
+        slots,
+        group_ids,
+        len(lists),
+    )
+
+
 def finish_aggregates(
     table: pa.Table, calls: Sequence[AggregateCall], gateway: Any, query_id: int
 ) -> pa.Table:
@@ -116,8 +259,12 @@ def finish_aggregates(
     >>> finish_aggregates(table, [AggregateCall(1, 1, 1, 12)], Fake(), 5).column("s").to_pylist()
     [b'ab', b'c']
     """
-    for call in calls:
+    # A top-k call drops the rows outside the first k first, so the other calls see fewer cells.
+    for call in sorted(calls, key=lambda call: call.kind != "top_k"):
         name = table.column_names[call.result_column]
+        if call.kind == "top_k":
+            table = _keep_top_k(table, call, gateway, query_id)
+            continue
         if call.kind in ("rank", "group"):
             # An ORDER BY or GROUP BY column: its cells become dense ranks or group ids, both
             # ascending with the values (NULL stays NULL).
@@ -128,6 +275,12 @@ def finish_aggregates(
             method = gateway.rank if call.kind == "rank" else gateway.group
             ids = method(query_id, call.cek_id, call.type_code, cells)
             table = table.set_column(call.result_column, name, ids)
+            continue
+        if call.kind == "expression":
+            result = _expression_aggregate(
+                table.column(call.result_column), call, gateway, query_id
+            )
+            table = table.set_column(call.result_column, name, result)
             continue
         lists = _as_list_array(table.column(call.result_column))
         lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +29,7 @@ _REQUIRED = (
     "begin_query",
     "end_query",
     "enclave_compare",
+    "enclave_filter",
     "enclave_rank",
     "enclave_group",
     "enclave_aggregate",
@@ -155,13 +156,41 @@ class EnclaveGateway:
             query_id, cek_id, type_code, operator, constant, cells, right
         )
 
+    def filter(
+        self, query_id: int, predicates: Sequence[tuple[int, int, int, bytes]], columns: Any
+    ) -> Any:
+        """The AND of (cek_id, type_code, operator, constant) predicates over their columns, in
+        one pass per predicate over the rows not yet FALSE: a BooleanArray, null = unknown."""
+        return self._binding.enclave_filter(query_id, predicates, columns)
+
     def rank(self, query_id: int, cek_id: int, type_code: int, cells: Any) -> Any:
         """Dense ascending ranks from 0 (Int64Array; null for NULL cells)."""
         return self._binding.enclave_rank(query_id, cek_id, type_code, cells)
 
+    def top_k(self, query_id: int, cek_id: int, type_code: int, constant: bytes, cells: Any) -> Any:
+        """The first k rows of an ORDER BY (constant: k, direction, NULLS placement): dense
+        ranks among the selected rows, null for a selected NULL cell, -1 for the others."""
+        return self._binding.enclave_top_k(query_id, cek_id, type_code, constant, cells)
+
     def group(self, query_id: int, cek_id: int, type_code: int, cells: Any) -> Any:
         """Dense group ids, equal values to equal ids (Int64Array; null for NULL cells)."""
         return self._binding.enclave_group(query_id, cek_id, type_code, cells)
+
+    def aggregate_expression(
+        self,
+        query_id: int,
+        cek_id: int,
+        type_code: int,
+        operator: int,
+        program: bytes,
+        slots: Any,
+        group_ids: Any,
+        group_count: int,
+    ) -> Any:
+        """SUM_EXPR or AVG_EXPR per group over the slots' rows: one randomized cell per group."""
+        return self._binding.enclave_aggregate_expression(
+            query_id, cek_id, type_code, operator, program, slots, group_ids, group_count
+        )
 
     def aggregate(
         self,

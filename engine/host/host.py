@@ -20,12 +20,18 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from engine import log
 from engine.errors import InterfaceError, OperationalError, ProgrammingError
 from engine.host.catalog_store import CatalogStore
-from engine.host.column_rewrite import rewrite_column
+from engine.host.column_rewrite import ciphertext_checkpoint, rewrite_column
 from engine.host.describe_cache import DescribeCache
 from engine.host.duckdb_errors import map_duckdb_error
-from engine.host.enclave_execution import bind_query_id, finish_aggregates, join_group_ids
+from engine.host.enclave_execution import (
+    append_group_ids,
+    bind_query_id,
+    finish_aggregates,
+    join_group_ids,
+)
 from engine.host.enclave_gateway import NOT_BUILT, EnclaveGateway, native_enclave_available
 from engine.host.enclave_udfs import register_enclave_udfs
 from engine.host.rewrite_values_insert import rewrite_values_insert
@@ -246,6 +252,7 @@ class Host:
             raise ProgrammingError("the enclave aggregate calls do not match the statement")
         gateway = self.enclave_gateway()
         query_id = gateway.begin_query(enclave.session_id, enclave.package, plan.sql)
+        log.enclave_query("begin", len(plan.enclave_operations), stages=len(plan.join_stages))
         views = contextlib.ExitStack()
         try:
             values = bind_query_id(plan, parameters, query_id)
@@ -255,42 +262,62 @@ class Host:
                     call = next(
                         c for c in enclave.aggregates if (c.stage, c.result_column) == (0, number)
                     )
-                    left = self._run(stage.left_sql, ()).table
-                    right = self._run(stage.right_sql, ()).table
-                    assert left is not None and right is not None
-                    left, right = join_group_ids(
-                        left, right, stage.left_column, stage.right_column, call, gateway, query_id
+                    left = self._run(stage.left_sql, [values[i] for i in stage.left_parameters])
+                    right = self._run(stage.right_sql, [values[i] for i in stage.right_parameters])
+                    assert left.table is not None and right.table is not None
+                    left_rows, right_rows = join_group_ids(
+                        left.table,
+                        right.table,
+                        stage.left_column,
+                        stage.right_column,
+                        call,
+                        gateway,
+                        query_id,
                     )
-                    views.enter_context(self._registered(stage.left_view, left))
-                    views.enter_context(self._registered(stage.right_view, right))
+                    views.enter_context(self._registered(stage.left_view, left_rows))
+                    views.enter_context(self._registered(stage.right_view, right_rows))
+                for group_stage in plan.group_stages:
+                    # Stage zero of grouping below the outermost SELECT: the table with group
+                    # ids over its key columns' cells.
+                    calls = [
+                        next(
+                            c
+                            for c in enclave.aggregates
+                            if (c.stage, c.result_column) == (0, operation.result_column)
+                        )
+                        for operation in group_stage.operations
+                    ]
+                    rows = self._run(
+                        group_stage.sql, [values[i] for i in group_stage.parameters]
+                    ).table
+                    assert rows is not None
+                    rows = append_group_ids(
+                        rows, group_stage.columns, group_stage.id_columns, calls, gateway, query_id
+                    )
+                    views.enter_context(self._registered(group_stage.view, rows))
                 result = self._run(plan.sql, values)
             except duckdb.Error as error:
-                failure = self._udf_failures.pop(query_id, None)
-                if failure is not None:
-                    raise failure from None
-                raise map_duckdb_error(error, redact=True) from None
+                raise self._enclave_failure(error, query_id) from None
             table = result.table
             first = [call for call in enclave.aggregates if call.stage == 1]
             if table is not None and first:
                 table = finish_aggregates(table, first, gateway, query_id)
             if table is not None and plan.finish_sql is not None:
                 # Stage two: sort, filter and limit stage one's rows, ranks and cells in place.
-                with self._registered(STAGE_VIEW, table):
-                    try:
-                        result = self._run(plan.finish_sql, ())
-                    except duckdb.Error as error:
-                        failure = self._udf_failures.pop(query_id, None)
-                        if failure is not None:
-                            raise failure from None  # an enclave comparison of HAVING
-                        raise map_duckdb_error(error, redact=True) from None
+                result = self._run_over_stage(plan.finish_sql, table, query_id)
                 table = result.table
                 second = [call for call in enclave.aggregates if call.stage == 2]
                 if table is not None and second:
                     table = finish_aggregates(table, second, gateway, query_id)
+            if table is not None and plan.final_sql is not None:
+                # Stage three: HAVING and ORDER BY over the enclave aggregates of stage two.
+                result = self._run_over_stage(plan.final_sql, table, query_id)
+                table = result.table
         finally:
             views.close()
             self._udf_failures.pop(query_id, None)
             gateway.end_query(query_id)
+            log.enclave_query("end", len(plan.enclave_operations), stages=len(plan.join_stages))
         if table is None:
             return HostResult(None, (), -1, ())
         if (
@@ -396,6 +423,21 @@ class Host:
 
     # Execution.
 
+    def _enclave_failure(self, error: duckdb.Error, query_id: int) -> BaseException:
+        """What a DuckDB error of an enclave query's stage is raised as: the enclave UDF's own
+        failure when one caused it (a tampered cell, say, in a WHERE or HAVING comparison), else
+        the redacted engine error."""
+        failure = self._udf_failures.pop(query_id, None)
+        return failure if failure is not None else map_duckdb_error(error, redact=True)
+
+    def _run_over_stage(self, sql: str, table: pa.Table, query_id: int) -> HostResult:
+        """Run a later stage's ``sql`` over the previous stage's rows, registered as STAGE_VIEW."""
+        with self._registered(STAGE_VIEW, table):
+            try:
+                return self._run(sql, ())
+            except duckdb.Error as error:
+                raise self._enclave_failure(error, query_id) from None
+
     def _run(self, sql: str, parameters: Sequence[object]) -> HostResult:
         relation = self._con.sql(sql, params=list(parameters)) if parameters else self._con.sql(sql)
         if relation is None:
@@ -431,6 +473,7 @@ class Host:
                         self._store.apply(plan.catalog_changes)
                         self._run(plan.sql, parameters)
                         self._bump_version()
+                    log.catalog_changed(plan.catalog_changes, self._high_water)
                     return HostResult(None, (), -1, ())
                 result = self._run(plan.sql, parameters)
                 if plan.kind == "ddl" or (
@@ -439,6 +482,7 @@ class Host:
                     # Plaintext DDL (possibly on an attached database, which DuckDB will not
                     # write in the same transaction as the catalog): bump the version after it.
                     self._bump_version()
+                    log.plaintext_ddl(_first_word(plan.sql), self._high_water)
                     if plan.kind == "ddl":
                         return HostResult(None, (), -1, ())
             except duckdb.Error as error:
@@ -505,14 +549,14 @@ class Host:
             except duckdb.Error as error:
                 raise map_duckdb_error(error, redact=bool(plan.required_keys)) from None
 
-    def _insert_from_view(self, sql: str, view: str, data: pa.Table) -> int:
+    def _insert_from_view(self, sql: str, view: str, data: pa.Table | pa.RecordBatchReader) -> int:
         """Run ``sql``, which reads ``view``, with ``data`` registered under that name. The
         caller's transaction is ended before the view is dropped (see _registered)."""
         rows = self._con.execute(sql).fetchall()
         return int(rows[0][0]) if rows else 0
 
     @contextlib.contextmanager
-    def _registered(self, view: str, data: pa.Table) -> Iterator[None]:
+    def _registered(self, view: str, data: pa.Table | pa.RecordBatchReader) -> Iterator[None]:
         # Registered outside the transaction: unregistering inside an aborted one would fail
         # and hide the error that aborted it.
         self._con.register(view, data)
@@ -534,6 +578,7 @@ class Host:
                 with self._atomic():
                     self._store.apply(changes)
                     self._bump_version()
+                log.catalog_changed(changes, self._high_water)
             except duckdb.Error as error:
                 raise map_duckdb_error(error, redact=False) from None
 
@@ -555,7 +600,9 @@ class Host:
                 )
             target = change.target
             try:
-                with self._atomic():
+                # The commit (outside-in: _atomic ends first) checkpoints ciphertext only when
+                # the new values are cells; see ciphertext_checkpoint.
+                with ciphertext_checkpoint(self._con, enabled=target is not None), self._atomic():
                     rows = rewrite_column(
                         self._con,
                         change.table,
@@ -571,18 +618,22 @@ class Host:
                     self._bump_version()
             except duckdb.Error as error:
                 raise map_duckdb_error(error, redact=True) from None
+            log.rotation("column rewritten", table=change.table, column=change.column, rows=rows)
             return rows
 
-    def append_arrow(self, table: str, data: pa.Table) -> int:
+    def append_arrow(self, table: str, data: pa.Table | pa.RecordBatchReader) -> int:
         """Append ``data`` (columns named as the table's; ciphertext for encrypted columns) to
-        ``table`` in one statement. Returns the row count."""
+        ``table`` in one statement. Returns the row count. A RecordBatchReader is inserted as
+        it is read, so its producer can prepare later batches while DuckDB inserts earlier
+        ones; its batches are all inserted or none is."""
         with self._statement():
             info = self._snapshot_at(self._current_version()).table(table)
             known = {c.name.casefold() for c in info.columns}
-            for name in data.column_names:
+            names = data.schema.names
+            for name in names:
                 if name.casefold() not in known:
                     info.column(name)  # raises ProgrammingError naming the column
-            columns = ", ".join(_quote(n) for n in data.column_names)
+            columns = ", ".join(_quote(n) for n in names)
             view = f"__enclavesql_append_{next(_view_numbers)}"
             sql = (
                 f"INSERT INTO {_quote(info.name)} ({columns}) SELECT {columns} FROM {_quote(view)}"

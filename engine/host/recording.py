@@ -6,7 +6,7 @@ It must not change what it forwards or what comes back; it is for tests and diag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +99,21 @@ class RecordingHost:
 
         return self.host.rewrite_column(change, recorded, **options)
 
-    def append_arrow(self, table: str, data: pa.Table) -> int:
+    def append_arrow(self, table: str, data: pa.Table | pa.RecordBatchReader) -> int:
+        if isinstance(data, pa.RecordBatchReader):
+            # A stream is read once, by the host: record each batch as the host reads it.
+            seen: list[pa.RecordBatch] = []
+            source = data
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                for batch in source:
+                    seen.append(batch)
+                    yield batch
+
+            self._record("append_arrow", table, seen)
+            return self.host.append_arrow(
+                table, pa.RecordBatchReader.from_batches(source.schema, batches())
+            )
         self._record("append_arrow", table, data)
         return self.host.append_arrow(table, data)
 

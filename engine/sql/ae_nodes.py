@@ -18,6 +18,8 @@ __all__ = [
     "DropColumnEncryptionKey",
     "DropColumnMasterKey",
     "EncryptedWithColumnConstraint",
+    "ExportDatabase",
+    "ImportDatabase",
     "KEY_DDL_NODES",
 ]
 
@@ -97,6 +99,19 @@ class AlterColumnEncryption(exp.Expression):
     """
 
     arg_types = {"this": True, "dtype": True, "encryption": False}
+
+
+class ExportDatabase(exp.Expression):
+    """DuckDB's ``EXPORT DATABASE [db TO] 'dir' [(options)]``: ``this`` is the directory, ``db``
+    the optional database name and ``options`` the option list exactly as written (a string)."""
+
+    arg_types = {"this": True, "db": False, "options": False}
+
+
+class ImportDatabase(exp.Expression):
+    """DuckDB's ``IMPORT DATABASE 'dir'``: ``this`` is the directory written by EXPORT."""
+
+    arg_types = {"this": True}
 
 
 # Statements that only change key metadata; the host applies them, DuckDB never sees them.

@@ -1,12 +1,15 @@
 """Rewrite rule (annotation only): decide where each operation on an encrypted column can run.
 
-Deterministic equality work runs natively in DuckDB on ciphertext; randomized work needs the
-enclave; everything else over an encrypted column is refused before it runs (fail closed).
+Deterministic equality work runs natively in DuckDB on ciphertext; randomized work, and order
+work on deterministic columns under enclave-enabled keys, needs the enclave; everything else
+over an encrypted column is refused before it runs (fail closed).
 Literals and ``?`` aimed at an encrypted column are marked with ``meta["ae_bind"]`` for
 parameterize_literals. It must not rewrite the tree, and no message may contain a value.
 """
 
 from __future__ import annotations
+
+import re
 
 from sqlglot import exp
 
@@ -28,11 +31,16 @@ ASSIGNED = "ae_assigned"
 # Set on a predicate node the enclave evaluates: the EncryptionTarget of its column.
 ENCLAVE = "ae_enclave"
 # The predicates rewrite_enclave_predicates turns into enclave calls.
-ENCLAVE_PREDICATES = frozenset({"=", "<>", "<", "<=", ">", ">=", "BETWEEN", "IN", "NOT IN", "LIKE"})
+ENCLAVE_PREDICATES = frozenset(
+    {"=", "<>", "<", "<=", ">", ">=", "BETWEEN", "IN", "NOT IN", "LIKE"}
+    | {"IS NOT DISTINCT FROM", "IS DISTINCT FROM"}
+)
 # The aggregates rewrite_enclave_aggregates hands to the enclave.
 ENCLAVE_AGGREGATES = frozenset(
     {"SUM", "AVG", "MIN", "MAX", "COUNT(DISTINCT)", "ORDER BY", "GROUP BY", "DISTINCT"}
 )
+# Set operations over enclave columns (rewrite_enclave_set_operations groups on group ids).
+_SET_OPS = frozenset({"UNION", "INTERSECT", "EXCEPT"})
 
 # Operators whose answer only depends on equality of the plaintexts.
 _EQUALITY_OPS: dict[type[exp.Expr], str] = {
@@ -52,6 +60,9 @@ _ORDER_OPS: dict[type[exp.Expr], str] = {
     exp.Like: "LIKE",
     exp.ILike: "ILIKE",
 }
+# What the enclave runs on a DETERMINISTIC column under an enclave-enabled key (its order);
+# equality work on it stays native on ciphertext.
+_DETERMINISTIC_ENCLAVE_OPS = frozenset({"ORDER BY", "<", "<=", ">", ">=", "BETWEEN", "LIKE"})
 _ORDER_AGGREGATES: dict[type[exp.Expr], str] = {
     exp.Min: "MIN",
     exp.Max: "MAX",
@@ -105,6 +116,9 @@ def literal_value(node: exp.Expr) -> tuple[bool, object]:
         return True, node.this
     if isinstance(node, exp.Boolean):
         return True, bool(node.this)
+    # A blob literal X'01ff' is bytes; anything but pairs of hex digits is left to DuckDB.
+    if isinstance(node, exp.HexString) and re.fullmatch(r"(?:[0-9a-fA-F]{2})*", node.this):
+        return True, bytes.fromhex(node.this)
     # A typed literal such as DATE '2024-01-31': the client parses the text for the column.
     if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
         return True, node.this.this
@@ -136,19 +150,18 @@ class _Classifier:
         rewrite_enclave_predicates; other enclave work is refused until it is supported.
         """
         label = target.label
-        if target.encryption_type == "DETERMINISTIC":
-            raise ProgrammingError(
-                f"{label} is DETERMINISTIC; `{op}` needs RANDOMIZED encryption with an "
-                "enclave-enabled column master key (ENCLAVE_COMPUTATIONS)"
-            )
         enabled = self.catalog.enclave_enabled(target.cek_name)
+        if target.encryption_type == "DETERMINISTIC":
+            self._deterministic_order(target, op, node, enabled)
+            return
         if enabled and self.enclave_available:
-            if node is not None and op in ENCLAVE_PREDICATES | ENCLAVE_AGGREGATES:
+            if node is not None and op in ENCLAVE_PREDICATES | ENCLAVE_AGGREGATES | _SET_OPS:
                 node.meta[ENCLAVE] = target
                 return
             raise NotSupportedError(
                 f"{label}: `{op}` over a RANDOMIZED column is not supported in the enclave "
-                "yet; supported are =, <>, <, <=, >, >=, BETWEEN, IN, NOT IN and LIKE with "
+                "yet; supported are =, <>, <, <=, >, >=, BETWEEN, IN, NOT IN, LIKE and "
+                "IS [NOT] DISTINCT FROM with "
                 "a literal or ? operand (or a column under the same key), SUM, AVG, MIN, MAX "
                 "and COUNT(DISTINCT) in the outermost SELECT list, and its ORDER BY, GROUP BY "
                 "and DISTINCT"
@@ -161,6 +174,38 @@ class _Classifier:
         raise ProgrammingError(
             f"{label} is RANDOMIZED; `{op}` needs an enclave-enabled column master key "
             "(ENCLAVE_COMPUTATIONS) and a connection with attestation_protocol set"
+        )
+
+    def _deterministic_order(
+        self, target: EncryptionTarget, op: str, node: exp.Expr | None, enabled: bool
+    ) -> None:
+        """Order work on a DETERMINISTIC column: the enclave's job under an enclave-enabled key.
+
+        Deterministic cells have the randomized cell format (only the IV is derived, not
+        drawn), so the enclave ranks and compares them alike. The host then learns their order
+        on top of the equality it already sees; without the key or a session it is refused.
+        """
+        label = target.label
+        if node is None or op not in _DETERMINISTIC_ENCLAVE_OPS:
+            # Aggregates and the rest: another declaration of the column would allow them.
+            raise ProgrammingError(
+                f"{label} is DETERMINISTIC; `{op}` needs RANDOMIZED encryption with an "
+                "enclave-enabled column master key (ENCLAVE_COMPUTATIONS); on a DETERMINISTIC "
+                "column the enclave runs only ORDER BY, <, <=, >, >=, BETWEEN and LIKE"
+            )
+        if enabled and self.enclave_available:
+            node.meta[ENCLAVE] = target
+            return
+        where = "ORDER BY" if op == "ORDER BY" else f"`{op}`"
+        if enabled:
+            raise ProgrammingError(
+                f"{label} is DETERMINISTIC; {where} over it runs in the enclave and needs a "
+                "connection with attestation_protocol set"
+            )
+        raise ProgrammingError(
+            f"{label} is DETERMINISTIC; {where} over it runs in the enclave and needs an "
+            "enclave-enabled column master key (ENCLAVE_COMPUTATIONS) for its column "
+            "encryption key and a connection with attestation_protocol set"
         )
 
     def equality(self, target: EncryptionTarget, op: str, node: exp.Expr | None = None) -> None:
@@ -196,6 +241,45 @@ class _Classifier:
                     target, _ = origin(projection)
                     if target is not None:
                         self.equality(target, "DISTINCT", projection.unalias())
+            if isinstance(node, exp.Select):
+                self.implicit_keys(node)
+
+    def implicit_keys(self, select: exp.Select) -> None:
+        """ORDER BY ALL and GROUP BY ALL name no column, so no column's check sees them: over
+        an encrypted output column DuckDB would sort (or group randomized) ciphertext."""
+        order = select.args.get("order")
+        group = select.args.get("group")
+        sorts_all = order is not None and any(
+            isinstance(o.this, exp.Var) and o.this.name.upper() == "ALL" for o in order.expressions
+        )
+        groups_all = group is not None and bool(group.args.get("all"))
+        if not (sorts_all or groups_all):
+            return
+        for projection in select.selects:
+            target, _ = origin(projection)
+            if target is None and sorts_all:
+                # An enclave aggregate's output is ciphertext too (COUNT's is not).
+                target = next(
+                    (
+                        c.meta[TARGET]
+                        for c in projection.find_all(exp.Column)
+                        if c.meta.get(TARGET) is not None
+                        and not isinstance(c.find_ancestor(exp.Count, exp.Select), exp.Count)
+                    ),
+                    None,
+                )
+            if target is None:
+                continue
+            if sorts_all:
+                raise NotSupportedError(
+                    f"{target.label} is encrypted; ORDER BY ALL cannot sort it: name the sort "
+                    "keys instead"
+                )
+            if target.encryption_type == "RANDOMIZED" and projection.find(exp.AggFunc) is None:
+                raise NotSupportedError(
+                    f"{target.label} is RANDOMIZED; GROUP BY ALL cannot group it: name the "
+                    "GROUP BY keys instead"
+                )
 
     def implicit_columns(self, node: exp.Expr) -> None:
         """Constructs that reach columns without naming them cannot be checked: refuse them.
@@ -250,6 +334,14 @@ class _Classifier:
         if isinstance(parent, exp.Ordered):
             self.needs_enclave(target, "ORDER BY", parent)
             return
+        if isinstance(parent, _EXPRESSION_NODES):
+            # Arithmetic inside SUM or AVG runs in the enclave as one expression program
+            # (rewrite_enclave_aggregates compiles it); anywhere else it is refused below.
+            aggregate = _enclosing_sum_or_avg(parent)
+            if aggregate is not None:
+                self._not_windowed(aggregate, target)
+                self.needs_enclave(target, _ORDER_AGGREGATES[type(aggregate)], aggregate)
+                return
         for cls, name in _ORDER_AGGREGATES.items():
             if isinstance(parent, cls):
                 self._not_windowed(parent, target)
@@ -344,10 +436,11 @@ class _Classifier:
                     f"{op} combines {ta.label} and {tb.label}, which are encrypted under "
                     "different keys, encryption types or declared types"
                 )
-            if node.args.get("distinct"):
+            if node.args.get("distinct") or not isinstance(node, exp.Union):
+                # INTERSECT ALL and EXCEPT ALL compare rows too; only UNION ALL does not.
                 enc_target = ta or tb
                 assert enc_target is not None
-                self.equality(enc_target, op)
+                self.equality(enc_target, op, node)
 
     # ---- writes -------------------------------------------------------------------------
 
@@ -454,6 +547,19 @@ def _describe(node: exp.Expr) -> str:
     if isinstance(node, exp.Column):
         return f"the column {node.sql('duckdb')}"
     return _construct(node)
+
+
+# The arithmetic an enclave expression aggregate evaluates (H1: + - * and unary minus).
+_EXPRESSION_NODES = (exp.Add, exp.Sub, exp.Mul, exp.Neg, exp.Paren)
+
+
+def _enclosing_sum_or_avg(node: exp.Expr) -> exp.Expr | None:
+    """The SUM or AVG whose argument is the arithmetic that ``node`` belongs to, if any."""
+    while isinstance(node, _EXPRESSION_NODES):
+        if node.parent is None:
+            return None
+        node = node.parent
+    return node if isinstance(node, (exp.Sum, exp.Avg)) else None
 
 
 def _is_scalar(subquery: exp.Subquery) -> bool:

@@ -12,10 +12,16 @@ from dataclasses import replace
 from sqlglot import exp
 
 from engine.errors import NotSupportedError, ProgrammingError
-from engine.sql.ae_nodes import KEY_DDL_NODES, AlterColumnEncryption, EncryptedWithColumnConstraint
+from engine.sql.ae_nodes import (
+    KEY_DDL_NODES,
+    AlterColumnEncryption,
+    EncryptedWithColumnConstraint,
+    ImportDatabase,
+)
 from engine.sql.catalog import CatalogSnapshot
 from engine.sql.classify_encrypted_operations import classify_encrypted_operations
 from engine.sql.dialect import SOURCE_SQL, parse_statements, to_sql
+from engine.sql.encrypted_index import describe_create_index
 from engine.sql.key_ddl import key_ddl_changes
 from engine.sql.parameterize_literals import (
     number_user_placeholders,
@@ -23,8 +29,9 @@ from engine.sql.parameterize_literals import (
     render_with_parameters,
 )
 from engine.sql.plan import (
-    ENCLAVE_ROLES,
     EnclaveOperation,
+    GroupStage,
+    ImportCatalog,
     JoinStage,
     ParameterSpec,
     Plan,
@@ -33,19 +40,29 @@ from engine.sql.plan import (
 )
 from engine.sql.qualify_columns import qualify_columns
 from engine.sql.resolve_columns import origin, resolve_columns
+from engine.sql.result_names import mark_result_names, marked_result_names, name_result_columns
 from engine.sql.rewrite_describe_table import rewrite_describe_table
 from engine.sql.rewrite_enclave_aggregates import AGGREGATE, rewrite_enclave_aggregates
 from engine.sql.rewrite_enclave_grouping import (
+    FINAL,
     GROUP,
     RESULTS,
     STAGE_TWO_CALLS,
     rewrite_enclave_grouping,
 )
 from engine.sql.rewrite_enclave_having import bind_aggregate_constants, rewrite_enclave_having
-from engine.sql.rewrite_enclave_joins import JOIN_STAGES, rewrite_enclave_joins
+from engine.sql.rewrite_enclave_joins import JOIN_STAGES, SIDE_READS, rewrite_enclave_joins
+from engine.sql.rewrite_enclave_nested_grouping import (
+    GROUP_STAGE_READS,
+    GROUP_STAGES,
+    rewrite_enclave_nested_grouping,
+)
 from engine.sql.rewrite_enclave_order import EXTRA, FINISH, RANK, rewrite_enclave_order
 from engine.sql.rewrite_enclave_predicates import rewrite_enclave_predicates
+from engine.sql.rewrite_enclave_semi_joins import rewrite_enclave_semi_joins
+from engine.sql.rewrite_enclave_set_operations import rewrite_enclave_set_operations
 from engine.sql.rewrite_encrypted_ddl import encrypted_ddl_changes, rewrite_encrypted_ddl
+from engine.sql.rewrite_inexact_comparisons import rewrite_inexact_comparisons
 
 __all__ = ["describe", "describe_sql", "statement_kind"]
 
@@ -133,6 +150,38 @@ def _describe_table_ddl(statement: exp.Expr, catalog: CatalogSnapshot) -> Plan:
     )
 
 
+def _render_read(
+    read: exp.Select, parameters: tuple[ParameterSpec, ...]
+) -> tuple[str, tuple[int, ...]]:
+    """A stage-zero read's text after the predicate rewrite, and for each of its ``?`` the
+    index of an equal ``?`` of the statement (the same WHERE term, pushed down)."""
+    text, specs = render_with_parameters(rewrite_enclave_predicates(read))
+    if any(spec not in parameters for spec in specs):
+        # A value the statement does not bind (a rewrite combined the terms differently):
+        # read the table unfiltered, which only shows the enclave more cells.
+        whole = read.copy()
+        whole.set("where", None)
+        return render_with_parameters(whole)[0], ()
+    return text, tuple(parameters.index(spec) for spec in specs)
+
+
+def _with_side_reads(
+    stage: JoinStage,
+    reads: tuple[exp.Select, exp.Select],
+    parameters: tuple[ParameterSpec, ...],
+) -> JoinStage:
+    """The join stage with its side reads rendered after the predicate rewrite; each ``?`` of a
+    read takes the value of an equal ``?`` of the statement (the same term, pushed down)."""
+    rendered = [_render_read(read, parameters) for read in reads]
+    return replace(
+        stage,
+        left_sql=rendered[0][0],
+        right_sql=rendered[1][0],
+        left_parameters=rendered[0][1],
+        right_parameters=rendered[1][1],
+    )
+
+
 def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available: bool) -> Plan:
     """Bind, classify and rewrite one statement against ``catalog``.
 
@@ -157,6 +206,15 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
             catalog_version=catalog.version,
             catalog_changes=key_ddl_changes(statement, catalog),
         )
+    if isinstance(statement, ImportDatabase):
+        # DDL with a catalog change, so that the host imports and adopts the exported catalog
+        # in one transaction (docs/dbapi.md, "Export and import").
+        return Plan(
+            kind="ddl",
+            sql=str(statement.meta.get(SOURCE_SQL) or to_sql(statement)),
+            catalog_version=catalog.version,
+            catalog_changes=(ImportCatalog(statement.name),),
+        )
     touched = _encrypted_tables(statement, catalog)
     declares = statement.find(EncryptedWithColumnConstraint, AlterColumnEncryption) is not None
     is_ctas = isinstance(statement, exp.Create) and isinstance(statement.expression, exp.Query)
@@ -178,6 +236,9 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
     described = rewrite_describe_table(statement, catalog)
     if described is not statement:
         return Plan(kind="query", sql=to_sql(described), catalog_version=catalog.version)
+    index = describe_create_index(statement, catalog)
+    if index is not None:
+        return index  # over deterministic ciphertext it leaks only equality, as the column does
     kind = statement_kind(statement)
     if not (isinstance(statement, (exp.Query, exp.Insert, exp.Update, exp.Delete)) or is_ctas):
         raise NotSupportedError(
@@ -185,9 +246,11 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
             f"tables with encrypted columns ({', '.join(touched)})"
         )
 
-    tree, user_count = number_user_placeholders(statement)
+    tree, user_count = number_user_placeholders(mark_result_names(statement))
     tree = qualify_columns(tree, catalog)
+    names = marked_result_names(tree)
     tree = resolve_columns(tree, catalog)
+    tree = rewrite_inexact_comparisons(tree)
     if is_ctas:
         for projection in tree.expression.selects:
             target, _ = origin(projection)
@@ -201,23 +264,53 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
     tree = parameterize_literals(bind_aggregate_constants(tree))
     parameterized_sql: str | None = None
     join_stages: tuple[JoinStage, ...] = ()
+    side_reads: tuple[tuple[exp.Select, exp.Select], ...] = ()
+    group_stages: tuple[GroupStage, ...] = ()
+    group_reads: tuple[exp.Select, ...] = ()
     if enclave_available:
-        joined = rewrite_enclave_joins(rewrite_enclave_aggregates(rewrite_enclave_having(tree)))
+        joined = rewrite_enclave_semi_joins(
+            rewrite_enclave_joins(rewrite_enclave_aggregates(rewrite_enclave_having(tree)))
+        )
         join_stages = tuple(joined.meta.get(JOIN_STAGES, ()))
+        side_reads = tuple(joined.meta.get(SIDE_READS, ()))
+        joined = rewrite_enclave_nested_grouping(rewrite_enclave_set_operations(joined))
+        group_stages = tuple(joined.meta.get(GROUP_STAGES, ()))
+        group_reads = tuple(joined.meta.get(GROUP_STAGE_READS, ()))
         rewritten = rewrite_enclave_predicates(
             rewrite_enclave_order(rewrite_enclave_grouping(joined))
         )
+        # rewrite_enclave_order adds the stage-zero reads of nested ORDER BY ... LIMIT.
+        group_stages = tuple(rewritten.meta.get(GROUP_STAGES, group_stages))
         if rewritten is not tree:
             # The text with literals lifted but before the enclave rewrite: what the client
             # sends the host to describe (the rewritten text is not valid input).
             parameterized_sql, _ = render_with_parameters(tree)
             tree = rewritten
     sql, parameters = render_with_parameters(tree)
+    join_stages = (
+        tuple(
+            _with_side_reads(stage, reads, parameters)
+            for stage, reads in zip(join_stages, side_reads, strict=False)
+        )
+        + join_stages[len(side_reads) :]
+    )
+    # The first stages are rewrite_enclave_nested_grouping's, with their reads.
+    group_stages = (
+        tuple(
+            replace(stage, sql=text, parameters=indices)
+            for stage, (text, indices) in zip(
+                group_stages, [_render_read(read, parameters) for read in group_reads], strict=False
+            )
+        )
+        + group_stages[len(group_reads) :]
+    )
     operations: list[EnclaveOperation] = []
     for spec in parameters:
-        operation = spec.source[1] if spec.source[0] in ENCLAVE_ROLES else None
-        if isinstance(operation, EnclaveOperation) and operation not in operations:
-            operations.append(operation)
+        # Each occurrence of an enclave operation has exactly one CEK marker. Counting those,
+        # not distinct values, keeps a predicate written twice with the same literal as two
+        # operations, as the host counts them (it sees each lifted literal as its own ?).
+        if spec.source[0] == "enclave_cek" and isinstance(spec.source[1], EnclaveOperation):
+            operations.append(spec.source[1])
 
     result_columns: tuple[ResultColumn, ...] = ()
     if isinstance(tree, exp.Query):
@@ -244,9 +337,11 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
             # Grouping in stage two: its output, not stage one's, is what the client gets.
             result_columns = tuple(tree.meta[RESULTS])
             operations.extend(tree.meta[STAGE_TWO_CALLS])
+    result_columns = name_result_columns(result_columns, names)
     keys = {p.target.cek_name for p in parameters if p.target is not None}
     keys |= {c.target.cek_name for c in result_columns if c.target is not None}
     operations.extend(stage.operation for stage in join_stages)
+    operations.extend(op for stage in group_stages for op in stage.operations)
     keys |= {operation.target.cek_name for operation in operations}
     return Plan(
         kind=kind,
@@ -260,6 +355,8 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
         parameterized_sql=parameterized_sql,
         finish_sql=tree.meta.get(FINISH) if isinstance(tree, exp.Select) else None,
         join_stages=join_stages,
+        final_sql=tree.meta.get(FINAL) if isinstance(tree, exp.Select) else None,
+        group_stages=group_stages,
     )
 
 

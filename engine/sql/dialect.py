@@ -16,7 +16,7 @@ from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.generators.duckdb import DuckDBGenerator
 from sqlglot.parsers.duckdb import DuckDBParser
-from sqlglot.tokenizer_core import Token, TokenType
+from sqlglot.tokenizer_core import Token, TokenizerCore, TokenType
 
 from engine.errors import NotSupportedError, ProgrammingError
 from engine.sql.ae_nodes import (
@@ -29,7 +29,10 @@ from engine.sql.ae_nodes import (
     DropColumnEncryptionKey,
     DropColumnMasterKey,
     EncryptedWithColumnConstraint,
+    ExportDatabase,
+    ImportDatabase,
 )
+from engine.types import supported_type_names
 
 __all__ = [
     "CELL_ALGORITHM",
@@ -60,9 +63,35 @@ def canonical_type_text(text: str) -> str:
     return re.sub(r"\s*([(),])\s*", r"\1", text).replace(",", ", ").strip()
 
 
+# Type names an encrypted column may be declared with (engine.types); sqlglot's DuckDB parser
+# knows only some of them as types.
+_TSQL_TYPE_NAMES = frozenset(supported_type_names())
+
+
+def _base_type_name(dtype: exp.DataType) -> str:
+    """The declared type name without its parameters: ``DATETIME2(7)`` -> ``DATETIME2``."""
+    return str(dtype.meta.get("declared_type") or "").split("(", 1)[0].strip()
+
+
 def _column_of(sql: str, token: Token) -> int:
     """The 1-based column where ``token`` starts (sqlglot's own ``col`` is its end)."""
     return token.start - sql.rfind("\n", 0, token.start)
+
+
+class EnclaveDuckDBTokenizer(DuckDB.Tokenizer):
+    """DuckDB's tokenizer plus the ``X'01ff'`` blob literal, which DuckDB accepts but sqlglot's
+    DuckDB tokenizer reads as the name ``X`` followed by a string (a syntax error)."""
+
+    # Upper case first: the dialect writes hex literals back with the first spelling, and
+    # DuckDB names a result column after the upper-case form (``X'01ff'``).
+    HEX_STRINGS: ClassVar[list[str | tuple[str, str]]] = [("X'", "'"), ("x'", "'")]
+
+    def _init_core(self) -> TokenizerCore:
+        core = super()._init_core()
+        # sqlglot would then also read 0x1F as a hex string, but DuckDB reads it as the number 0
+        # followed by the alias x1F (and CMK/CEK options rely on that, see _parse_binary_literal).
+        core.has_hex_strings = False
+        return core
 
 
 class EnclaveDuckDBParser(DuckDBParser):
@@ -73,6 +102,11 @@ class EnclaveDuckDBParser(DuckDBParser):
         TokenType.CREATE: lambda self: self._parse_ae_create(),
         TokenType.DROP: lambda self: self._parse_ae_drop(),
         TokenType.ALTER: lambda self: self._parse_ae_alter(),
+    }
+
+    PRIMARY_PARSERS: ClassVar[dict[TokenType, Callable[[Any, Token], Any]]] = {
+        **DuckDBParser.PRIMARY_PARSERS,
+        TokenType.HEX_STRING: lambda self, token: self._parse_blob_literal(token),
     }
 
     CONSTRAINT_PARSERS: ClassVar[dict[str, Callable[[Any], Any]]] = {
@@ -109,7 +143,60 @@ class EnclaveDuckDBParser(DuckDBParser):
         where = f" at line {token.line}, column {_column_of(self.sql, token)}" if token else ""
         raise cls(f"{message}{where}")
 
+    def _parse_blob_literal(self, token: Token) -> exp.Expr:
+        # The tokenizer already refused non-hex digits; an odd count DuckDB refuses as well.
+        if len(token.text) % 2:
+            self._ae_fail("a blob literal X'...' needs two hex digits per byte", token)
+        return self.expression(exp.HexString(this=token.text), token)
+
     # ---- statements ---------------------------------------------------------------------
+
+    def _parse_statement(self) -> exp.Expr | None:
+        # sqlglot's DuckDB dialect has no EXPORT/IMPORT DATABASE; neither word is a keyword
+        # there, so they are recognized by text, and only when DATABASE follows.
+        word = self._curr.text.upper() if self._curr is not None else ""
+        if word in ("EXPORT", "IMPORT") and self._next and self._next.text.upper() == "DATABASE":
+            self._advance(2)
+            return self._parse_export_database() if word == "EXPORT" else self._parse_import()
+        return super()._parse_statement()
+
+    def _parse_database_directory(self, statement: str) -> exp.Expression:
+        token = self._curr
+        if token.token_type != TokenType.STRING:
+            # At the end of the text the current token is sqlglot's sentinel: point at the last.
+            where = self._prev if token.token_type == TokenType.SENTINEL else token
+            self._ae_fail(f"{statement} expects the directory as a quoted string", where)
+        self._advance()
+        return exp.Literal.string(token.text)
+
+    def _parse_export_database(self) -> exp.Expr:
+        statement = "EXPORT DATABASE"
+        database = None
+        if self._curr.token_type not in (TokenType.STRING, TokenType.SENTINEL):
+            database = self._ae_name("database to export")
+            if not self._match_text_seq("TO"):
+                self._ae_fail(f"{statement} {database.name} expects TO 'directory'")
+        directory = self._parse_database_directory(statement)
+        options = None
+        if self._curr.token_type == TokenType.L_PAREN:
+            # The options go to DuckDB exactly as written; DuckDB validates them.
+            first, depth = self._curr, 0
+            for offset, last in enumerate(self._tokens[self._index :]):
+                if last.token_type == TokenType.SEMICOLON:
+                    break
+                depth += {TokenType.L_PAREN: 1, TokenType.R_PAREN: -1}.get(last.token_type, 0)
+                if depth == 0:
+                    options = exp.Literal.string(self.sql[first.start : last.end + 1])
+                    self._advance(offset + 1)
+                    break
+            if options is None:
+                self._ae_fail(f"{statement} expects ')' after its options")
+        return self.expression(ExportDatabase(this=directory, db=database, options=options))
+
+    def _parse_import(self) -> exp.Expr:
+        return self.expression(
+            ImportDatabase(this=self._parse_database_directory("IMPORT DATABASE"))
+        )
 
     def _parse_ae_create(self) -> exp.Expr | None:
         if self._match_text_seq("COLUMN", "MASTER", "KEY"):
@@ -243,8 +330,13 @@ class EnclaveDuckDBParser(DuckDBParser):
             and self._curr is not None
             and self._curr.text.upper() not in _DUCKDB_ALTER_COLUMN_WORDS
         ):
-            dtype = self._parse_types(allow_identifiers=False)
-            if isinstance(dtype, exp.DataType):
+            # T-SQL names DuckDB lacks (DATETIME2, UNIQUEIDENTIFIER, ...) parse as user-defined
+            # types; take those the engine knows, so they do not fall through to DuckDB's form.
+            dtype = self._parse_types(allow_identifiers=True)
+            if isinstance(dtype, exp.DataType) and (
+                not dtype.is_type(exp.DType.USERDEFINED)
+                or _base_type_name(dtype) in _TSQL_TYPE_NAMES
+            ):
                 encryption = None
                 if self._match_text_seq("ENCRYPTED"):
                     encryption = self._parse_encrypted_with()
@@ -408,12 +500,23 @@ def _alter_column_encryption_sql(gen: DuckDBGenerator, e: exp.Expression) -> str
     return f"ALTER COLUMN {gen.sql(e, 'this')} {_declared_type_sql(gen, e.args['dtype'])}{suffix}"
 
 
+def _export_database_sql(gen: DuckDBGenerator, e: exp.Expression) -> str:
+    database = e.args.get("db")
+    target = f"{gen.sql(database)} TO " if database is not None else ""
+    options = e.args.get("options")
+    suffix = f" {options.name}" if options is not None else ""
+    return f"EXPORT DATABASE {target}{gen.sql(e, 'this')}{suffix}"
+
+
 class EnclaveDuckDBGenerator(DuckDBGenerator):
     """DuckDB's generator, plus the AE DDL nodes so every statement round-trips to text."""
 
     TRANSFORMS = {
         **DuckDBGenerator.TRANSFORMS,
         BinaryLiteral: lambda self, e: f"0x{e.name}",
+        # sqlglot writes UNHEX('..') for DuckDB; X'..' keeps the type (BLOB) and the result
+        # column name DuckDB gives the literal as written.
+        exp.HexString: lambda self, e: f"X'{e.this}'",
         CreateColumnMasterKey: _cmk_sql,
         DropColumnMasterKey: lambda self, e: f"DROP COLUMN MASTER KEY {self.sql(e, 'this')}",
         ColumnEncryptionKeyValueSpec: _cek_value_sql,
@@ -429,6 +532,8 @@ class EnclaveDuckDBGenerator(DuckDBGenerator):
             f"DROP COLUMN ENCRYPTION KEY {self.sql(e, 'this')}"
         ),
         EncryptedWithColumnConstraint: _encrypted_with_sql,
+        ExportDatabase: _export_database_sql,
+        ImportDatabase: lambda self, e: f"IMPORT DATABASE {self.sql(e, 'this')}",
         AlterColumnEncryption: _alter_column_encryption_sql,
     }
 
@@ -444,6 +549,7 @@ class EnclaveDuckDBGenerator(DuckDBGenerator):
 class EnclaveDuckDB(DuckDB):
     """The DuckDB dialect with T-SQL Always Encrypted DDL (case-insensitive keywords)."""
 
+    Tokenizer = EnclaveDuckDBTokenizer
     Parser = EnclaveDuckDBParser
     Generator = EnclaveDuckDBGenerator
 
@@ -452,7 +558,13 @@ _DIALECT = EnclaveDuckDB()
 
 
 _LITERAL_TOKENS = frozenset(
-    {TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.NUMBER, TokenType.BYTE_STRING}
+    {
+        TokenType.STRING,
+        TokenType.NATIONAL_STRING,
+        TokenType.NUMBER,
+        TokenType.BYTE_STRING,
+        TokenType.HEX_STRING,
+    }
 )
 _TOKEN_REPR = re.compile(r"<Token token_type: TokenType\.(\w+), text: (.*?), line: \d+.*?>")
 
@@ -501,11 +613,20 @@ def parse_statements(sql_text: str) -> list[exp.Expr]:
         failure = ProgrammingError(
             f"syntax error at line {detail.get('line')}, column {detail.get('col')}: {description}"
         )
-    except TokenError:
-        failure = ProgrammingError(
-            "syntax error: the statement could not be tokenized; "
-            "check for an unterminated string or quoted name"
-        )
+    except TokenError as error:
+        # sqlglot's tokenizer refuses X'..' with a non-hex character under this wording (as
+        # the cause of its "Error tokenizing" wrapper, which quotes the statement).
+        cause = str(error.__cause__ or error)
+        if cause.startswith("Numeric string contains invalid characters"):
+            failure = ProgrammingError(
+                "syntax error: a blob literal X'...' may hold only the hex digits 0-9 and a-f, "
+                "two per byte"
+            )
+        else:
+            failure = ProgrammingError(
+                "syntax error: the statement could not be tokenized; "
+                "check for an unterminated string or quoted name"
+            )
     except RecursionError:
         # Found by tests/fuzz: deep nesting (or long runs of unary operators) exhausts the stack.
         failure = ProgrammingError(

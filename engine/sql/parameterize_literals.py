@@ -23,6 +23,8 @@ USER_INDEX = "ae_user_index"
 LITERAL = "ae_literal"
 # Placeholder meta set by rewrite_enclave_predicates: (role, EnclaveOperation), see EnclaveRole.
 ENCLAVE_ROLE = "ae_enclave_role"
+# Placeholder meta set by rewrite_inexact_comparisons: the value is compared, never stored.
+COMPARED = "ae_compared"
 
 _DIALECT = EnclaveDuckDB()
 # A marker no SQL text contains (NUL is not valid in DuckDB SQL text outside odd literals,
@@ -88,7 +90,9 @@ def parameterize_literals(expression: exp.Expr) -> exp.Expr:
     """
     expression = expression.copy()
     for node in list(
-        expression.find_all(exp.Literal, exp.National, exp.Boolean, exp.Cast, exp.Neg)
+        expression.find_all(
+            exp.Literal, exp.National, exp.Boolean, exp.Cast, exp.Neg, exp.HexString
+        )
     ):
         target = node.meta.get(BIND)
         if target is None:
@@ -120,7 +124,8 @@ def render_with_parameters(expression: exp.Expr) -> tuple[str, tuple[ParameterSp
         elif LITERAL in meta:
             specs.append(ParameterSpec(("literal", meta[LITERAL]), target))
         elif USER_INDEX in meta:
-            specs.append(ParameterSpec(("user", meta[USER_INDEX]), target))
+            compared = bool(meta.get(COMPARED))
+            specs.append(ParameterSpec(("user", meta[USER_INDEX]), target, compared))
         else:
             raise InternalError("a ? placeholder lost track of where its value comes from")
     return text, tuple(specs)

@@ -9,8 +9,8 @@ client encrypts before anything reaches the host.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 from engine.errors import ProgrammingError
 from engine.sql.catalog import ColumnEncryptionKeyValue, EncryptionType
@@ -18,6 +18,8 @@ from engine.sql.catalog import ColumnEncryptionKeyValue, EncryptionType
 __all__ = [
     "AddCekValue",
     "AggregateCall",
+    "AggregateExpression",
+    "ExpressionSlot",
     "EnclaveExecution",
     "CatalogChange",
     "CreateCek",
@@ -30,7 +32,9 @@ __all__ = [
     "EnclaveOperation",
     "EnclaveRole",
     "JoinStage",
+    "GroupStage",
     "EncryptionTarget",
+    "ImportCatalog",
     "ParameterSpec",
     "Plan",
     "PlanKind",
@@ -70,16 +74,18 @@ class EncryptionTarget:
 # The roles of the ``?`` markers that an enclave operation adds to the host's SQL: the query
 # id (the host fills it in after begin_query), and the CEK id, type code, operator code and
 # constant blob of one EnclaveOperation (the client fills those in; it owns the codes).
+# "enclave_constant_ref" carries the same constant blob as "enclave_constant"; the host swaps
+# it for a small integer before DuckDB sees it (engine/host/enclave_udfs.py: a BLOB argument
+# would be copied into every vector of the scan).
 EnclaveRole = Literal[
-    "enclave_query", "enclave_cek", "enclave_type", "enclave_operator", "enclave_constant"
-]
-ENCLAVE_ROLES: tuple[str, ...] = (
     "enclave_query",
     "enclave_cek",
     "enclave_type",
     "enclave_operator",
     "enclave_constant",
-)
+    "enclave_constant_ref",
+]
+ENCLAVE_ROLES: tuple[str, ...] = get_args(EnclaveRole)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,9 @@ class ParameterSpec:
         | tuple[EnclaveRole, EnclaveOperation | None]
     )
     target: EncryptionTarget | None
+    # True for a value compared (=, <>, IN) with an exact-numeric column: the client must not
+    # round it to the column's type as it does a value stored (rewrite_inexact_comparisons).
+    compared: bool = field(default=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,31 @@ class ResultColumn:
     name: str
     declared_type: str | None
     target: EncryptionTarget | None
+
+
+@dataclass(frozen=True)
+class ExpressionSlot:
+    """One input of an enclave expression aggregate: an encrypted column (``target``) or a
+    plaintext column (``target`` None) the host passes normalized; ``type_form`` is
+    ``"INT64"``, ``"DECIMAL"`` or ``"FLOAT64"`` and ``scale`` the DECIMAL scale."""
+
+    target: EncryptionTarget | None
+    type_form: str
+    scale: int = 0
+
+
+@dataclass(frozen=True)
+class AggregateExpression:
+    """The arithmetic inside SUM or AVG, in postfix order: ``("slot", i)``, ``("exact", scale,
+    unscaled)``, ``("float", value)``, ``("add",)``, ``("sub",)``, ``("mul",)`` or ``("neg",)``.
+    ``is_float`` says the value is DOUBLE; otherwise it is exact at ``scale``, and ``integer``
+    says every operand is an integer (DuckDB sums those into HUGEINT)."""
+
+    slots: tuple[ExpressionSlot, ...]
+    code: tuple[tuple[Any, ...], ...]
+    is_float: bool
+    scale: int
+    integer: bool
 
 
 @dataclass(frozen=True)
@@ -117,7 +151,9 @@ class EnclaveOperation:
     blob's order; empty for column-versus-column. ``escape`` is LIKE's ESCAPE character.
     An aggregate (SUM, AVG, MIN, MAX, COUNT_DISTINCT) names the index of the result column
     that holds its group's cells (``result_column``) and the declared type of its result; RANK
-    (ORDER BY) and GROUP (GROUP BY, DISTINCT) name the stage-one column of their cells.
+    (ORDER BY) and GROUP (GROUP BY, DISTINCT) name the stage-one column of their cells; so does
+    TOP_K (ORDER BY ... LIMIT), whose operands are the sources of LIMIT and OFFSET, then the
+    descending and NULLS FIRST flags as ``("literal", 0 or 1)``.
     ``stage`` says after which statement the host calls the enclave (2: ``Plan.finish_sql``).
     """
 
@@ -130,6 +166,11 @@ class EnclaveOperation:
     result_column: int | None = None
     result_type: str | None = None
     stage: int = 1
+    # SUM_EXPR and AVG_EXPR: the arithmetic expression the enclave evaluates per row.
+    expression: AggregateExpression | None = None
+    # TOP_K: the stage-one column that holds the key's cells when it is a result column too
+    # (``result_column`` is then a placeholder the ranks replace); None: result_column's own.
+    source_column: int | None = None
 
     @property
     def column_versus_column(self) -> bool:
@@ -143,7 +184,8 @@ class JoinStage:
     (``left_sql``, ``right_sql``), registered as ``left_view`` and ``right_view`` with the
     enclave's group ids over both sides' cells of ``left_column`` and ``right_column`` appended
     as ``__ee_gid``; ``operation`` is the GROUP operation (``result_column`` is the stage's
-    number)."""
+    number). Each side's read keeps only the rows that pass the statement's WHERE terms on that
+    table alone, so the enclave sees fewer cells."""
 
     left_sql: str
     right_sql: str
@@ -152,12 +194,35 @@ class JoinStage:
     left_column: str
     right_column: str
     operation: EnclaveOperation
+    # The statement's parameter values each side's read binds, by their index in
+    # Plan.parameters (single-table WHERE terms pushed below the join, enclave ones included).
+    left_parameters: tuple[int, ...] = ()
+    right_parameters: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupStage:
+    """Stage zero of GROUP BY or DISTINCT on enclave columns inside a subquery, a CTE or a set
+    operation's branch: ``sql`` reads one table; the host appends the enclave's group ids over
+    each of ``columns``' cells as the matching ``id_columns`` (one GROUP call per column, the
+    matching ``operations``, whose ``result_column`` numbers the call) and registers the rows
+    as ``view``, which the statement groups on."""
+
+    sql: str
+    view: str
+    columns: tuple[str, ...]
+    id_columns: tuple[str, ...]
+    operations: tuple[EnclaveOperation, ...]
+    # The statement's parameter values ``sql`` binds, by index in Plan.parameters (the grouped
+    # SELECT's own WHERE terms on the table, read below it so the enclave sees fewer cells).
+    parameters: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class AggregateCall:
     """How the host calls the enclave for one column: an aggregate's lists of cells, or the
-    cells of an ORDER BY column (``kind="rank"``) or of a GROUP BY key (``kind="group"``), after
+    cells of an ORDER BY column (``kind="rank"``, or ``"top_k"`` for the first key of ORDER BY
+    ... LIMIT) or of a GROUP BY key (``kind="group"``), after
     ``stage`` 1 (``Plan.sql``) or 2 (``Plan.finish_sql``). The codes come from the client, which
     owns them, and the enclave checks them against the package's grants."""
 
@@ -166,8 +231,14 @@ class AggregateCall:
     type_code: int
     operator: int
     decimal_scale: int = 0
-    kind: Literal["aggregate", "rank", "group"] = "aggregate"
+    kind: Literal["aggregate", "rank", "group", "top_k", "expression"] = "aggregate"
     stage: int = 1
+    # The operator's constant blob where it has one (top_k: k, direction, NULLS placement),
+    # exactly as the client authorized it.
+    constant: bytes = b""
+    # top_k: the column whose cells the enclave reads, when not result_column (see
+    # EnclaveOperation.source_column).
+    source_column: int | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +312,14 @@ class DropEncryptedColumns:
     columns: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ImportCatalog:
+    """IMPORT DATABASE of ``directory``: when the export carries a catalog (schema sys), this
+    database's own catalog must be empty, and it is replaced by the imported one."""
+
+    directory: str
+
+
 CatalogChange = (
     CreateCmk
     | DropCmk
@@ -250,6 +329,7 @@ CatalogChange = (
     | DropCek
     | RegisterEncryptedColumn
     | DropEncryptedColumns
+    | ImportCatalog
 )
 
 
@@ -263,7 +343,10 @@ class Plan:
     literals lifted but not rewritten, which is what the client lets the host describe.
     ``finish_sql`` is set for ORDER BY over an enclave column: the second stage, which sorts
     and limits the rows of ``sql`` (with enclave ranks in place) registered as ``__ee_stage``.
-    ``join_stages`` are the stage-zero reads of equi-JOINs on enclave columns.
+    ``join_stages`` are the stage-zero reads of equi-JOINs on enclave columns, and
+    ``group_stages`` those of grouping on enclave columns below the outermost SELECT.
+    ``final_sql`` is stage three, after the aggregates of ``finish_sql``: HAVING and ORDER BY
+    over enclave aggregates of groups whose key is an enclave column, read from ``__ee_stage``.
     """
 
     kind: PlanKind
@@ -278,6 +361,8 @@ class Plan:
     parameterized_sql: str | None = None
     finish_sql: str | None = None
     join_stages: tuple[JoinStage, ...] = ()
+    final_sql: str | None = None
+    group_stages: tuple[GroupStage, ...] = ()
 
 
 def check_parameter_count(plan: Plan, parameters: Sequence[object]) -> None:

@@ -1,9 +1,10 @@
 """Rewrite rule: enclave aggregates (SUM, AVG, MIN, MAX, COUNT(DISTINCT)) become LIST(cells).
 
 DuckDB still filters, groups (on plaintext or deterministic keys), sorts and limits; each marked
-aggregate of the outermost SELECT list collects its group's cells with ``LIST``, and the host
-hands every list column to the enclave in one call, which returns one cell per group. It must
-not rewrite an aggregate whose value DuckDB would still have to compare or compute with.
+aggregate of the outermost SELECT list collects its group's cells with ``LIST`` (SUM or AVG of
+arithmetic: one ``STRUCT_PACK`` of its columns per row), and the host hands every list column to
+the enclave in one call, which returns one cell per group. It must not rewrite an aggregate whose
+value DuckDB would still have to compare or compute with.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from sqlglot import exp
 
 from engine.errors import NotSupportedError
 from engine.sql.classify_encrypted_operations import ENCLAVE
-from engine.sql.plan import EnclaveOperation, EncryptionTarget
+from engine.sql.compile_aggregate_expression import compile_aggregate_expression
+from engine.sql.plan import EnclaveOperation, EncryptionTarget, ExpressionSlot
 from engine.types import NormalizationForm, parse_sql_type
 
 __all__ = ["AGGREGATE", "aggregate_operator", "rewrite_enclave_aggregates", "result_type"]
@@ -104,6 +106,48 @@ def _check_uses(root: exp.Select, names: set[str], target: EncryptionTarget, wha
                 )
 
 
+def _plain_slot(column: exp.Expr, slot: ExpressionSlot) -> exp.Expr:
+    """A plaintext column cast to the one Arrow type per form that the host normalizes."""
+    if slot.type_form == "INT64":
+        return exp.cast(column.copy(), "BIGINT")
+    if slot.type_form == "DECIMAL":
+        return exp.cast(column.copy(), f"DECIMAL(38, {slot.scale})")
+    return exp.cast(column.copy(), "DOUBLE")
+
+
+def _expression_aggregate(
+    operator: str, argument: exp.Expr, index: int
+) -> tuple[EnclaveOperation, exp.Expr]:
+    """The SUM_EXPR or AVG_EXPR operation of an arithmetic argument, and its replacement:
+    ``LIST(STRUCT_PACK(s0 := ..., s1 := ...))``, one struct per row so slots stay aligned."""
+    expression, columns = compile_aggregate_expression(argument)
+    first = next(slot.target for slot in expression.slots if slot.target is not None)
+    if expression.is_float or operator == "AVG":
+        result = "DOUBLE"
+    else:
+        result = f"DECIMAL(38,{expression.scale})"
+    operation = EnclaveOperation(
+        first,
+        f"{operator}_EXPR",
+        "FLOAT64" if expression.is_float else "DECIMAL",
+        (),
+        None,
+        f"{operator} of an expression",
+        result_column=index,
+        result_type=result,
+        expression=expression,
+    )
+    fields = [
+        exp.PropertyEQ(
+            this=exp.to_identifier(f"s{i}"),
+            expression=column.copy() if slot.target is not None else _plain_slot(column, slot),
+        )
+        for i, (slot, column) in enumerate(zip(expression.slots, columns, strict=True))
+    ]
+    packed = exp.Anonymous(this="STRUCT_PACK", expressions=fields)
+    return operation, exp.Anonymous(this="LIST", expressions=[packed])
+
+
 def rewrite_enclave_aggregates(expression: exp.Expr) -> exp.Expr:
     """Replace each enclave-marked aggregate of the outermost SELECT list by ``LIST(column)``.
 
@@ -150,6 +194,16 @@ def rewrite_enclave_aggregates(expression: exp.Expr) -> exp.Expr:
             )
         if expression.args.get("distinct"):
             raise _refuse(target, construct, "cannot be combined with SELECT DISTINCT")
+        argument = node.this
+        while isinstance(argument, exp.Paren):
+            argument = argument.this
+        if operator in ("SUM", "AVG") and not isinstance(argument, exp.Column):
+            # Arithmetic inside SUM or AVG: the enclave evaluates it row by row.
+            index = list(expression.expressions).index(item)
+            item.meta[AGGREGATE], replacement = _expression_aggregate(operator, argument, index)
+            aliases.add(item.alias_or_name.casefold())
+            node.replace(replacement)
+            continue
         declared = target.declared_type
         try:
             result = result_type(operator, declared)

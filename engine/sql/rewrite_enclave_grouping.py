@@ -14,22 +14,29 @@ from typing import Any
 
 from sqlglot import exp
 
-from engine.errors import NotSupportedError
 from engine.sql.classify_encrypted_operations import ENCLAVE
 from engine.sql.dialect import to_sql
+from engine.sql.enclave_grouping_common import distinct_to_group
+from engine.sql.enclave_grouping_common import refuse_in_enclave as _refuse
 from engine.sql.plan import EnclaveOperation, EncryptionTarget, ResultColumn
 from engine.sql.resolve_columns import TARGET, origin
 from engine.sql.rewrite_enclave_aggregates import AGGREGATE
-from engine.sql.rewrite_enclave_order import EXTRA, FINISH, STAGE_VIEW
+from engine.sql.rewrite_enclave_having import SORT_BY_GROUP_ID
+from engine.sql.rewrite_enclave_joins import JOIN_STAGES, SIDE_READS
+from engine.sql.rewrite_enclave_nested_grouping import GROUP_STAGE_READS, GROUP_STAGES
+from engine.sql.rewrite_enclave_order import EXTRA, FINISH, RANK, STAGE_VIEW
+from engine.sql.rewrite_enclave_set_operations import SET_OPERATION
 from engine.types import parse_sql_type
 
-__all__ = ["GROUP", "RESULTS", "STAGE_TWO_CALLS", "rewrite_enclave_grouping"]
+__all__ = ["FINAL", "GROUP", "RESULTS", "STAGE_TWO_CALLS", "rewrite_enclave_grouping"]
 
 # Projection meta of stage one: the GROUP operation of an added group-id column.
 GROUP = "ae_enclave_group"
 # Root meta: the final output's ResultColumns (stage two's), and the aggregates stage two runs.
 RESULTS = "ae_enclave_results"
 STAGE_TWO_CALLS = "ae_enclave_stage_two"
+# Root meta: stage three's text (Plan.final_sql), when HAVING or ORDER BY use enclave aggregates.
+FINAL = "ae_enclave_final"
 
 
 def _inside_aggregate(node: exp.Expr) -> bool:
@@ -52,32 +59,9 @@ def _plain_copy(column: exp.Expr) -> exp.Expr:
     return copied
 
 
-def _refuse(target: EncryptionTarget, construct: str, why: str) -> NotSupportedError:
-    return NotSupportedError(f"{target.label}: {construct} in the enclave {why}")
-
-
 def _keys(select: exp.Select) -> list[exp.Expr]:
     group = select.args.get("group")
     return list(group.expressions) if group is not None else []
-
-
-def _distinct_to_group(select: exp.Select, target: EncryptionTarget) -> None:
-    """SELECT DISTINCT a, b ... is SELECT a, b ... GROUP BY a, b (when there is no GROUP BY)."""
-    if select.args.get("group") is not None or any(
-        p.find(exp.AggFunc) is not None for p in select.selects
-    ):
-        raise _refuse(target, "DISTINCT", "cannot be combined with GROUP BY or aggregates")
-    distinct = select.args["distinct"]
-    if distinct.args.get("on") is not None:
-        raise _refuse(target, "DISTINCT ON", "is not supported")
-    keys = []
-    for projection in select.selects:
-        column = projection.unalias()
-        if not isinstance(column, exp.Column):
-            raise _refuse(target, "DISTINCT", "needs plain columns in the SELECT list")
-        keys.append(column.copy())
-    select.set("distinct", None)
-    select.set("group", exp.Group(expressions=keys))
 
 
 def rewrite_enclave_grouping(expression: exp.Expr) -> exp.Expr:
@@ -111,8 +95,10 @@ def rewrite_enclave_grouping(expression: exp.Expr) -> exp.Expr:
         return expression
     expression = expression.copy()
     target: EncryptionTarget = marked[0].meta[ENCLAVE]
+    # What EXPLAIN names the GROUP calls: a set operation's own name when the statement is one.
+    construct = str(expression.meta.get(SET_OPERATION, "GROUP BY"))
     if expression.args.get("distinct") is not None:
-        _distinct_to_group(expression, target)
+        distinct_to_group(expression, target)
     for key in ("qualify", "windows"):
         if expression.args.get(key):
             raise _refuse(target, "GROUP BY", f"cannot be combined with {key.upper()}")
@@ -165,7 +151,7 @@ def rewrite_enclave_grouping(expression: exp.Expr) -> exp.Expr:
                         parse_sql_type(enclave_target.declared_type).form.name,
                         (),
                         None,
-                        "GROUP BY",
+                        construct,
                     ),
                 )
             )
@@ -205,7 +191,34 @@ def rewrite_enclave_grouping(expression: exp.Expr) -> exp.Expr:
                 return exp.func("ANY_VALUE", exp.column(name))
         return exp.column(name)
 
-    transformed = finish.transform(substitute, copy=False)
+    moved_placeholders = 0
+
+    def move_placeholder(node: exp.Expr) -> exp.Expr:
+        # Stage two runs without parameters: a ? (a plaintext HAVING term's value, or a role
+        # marker of a HAVING comparison) becomes a stage-one column, constant in every group.
+        nonlocal moved_placeholders
+        name = f"__ee_v{moved_placeholders}"
+        moved_placeholders += 1
+        projection = exp.alias_(node.copy(), name)
+        projection.meta[EXTRA] = True
+        stage_one.append(projection)
+        if _inside_aggregate(node):
+            return exp.column(name)
+        return exp.func("ANY_VALUE", exp.column(name))
+
+    def substitute_all(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Placeholder):
+            return move_placeholder(node)
+        if (
+            isinstance(node, exp.Column)
+            and isinstance(node.parent, exp.Alias)
+            and node.parent.meta.get(SORT_BY_GROUP_ID) in group_ids
+        ):
+            # A sort key of stage three (rewrite_enclave_having): the group ids, not the cells.
+            return exp.column(group_ids[node.parent.meta[SORT_BY_GROUP_ID]])
+        return substitute(node)
+
+    transformed = finish.transform(substitute_all, copy=False)
     assert isinstance(transformed, exp.Select)
     finish = transformed
     # Projections keep their output names: alias each one that has none left.
@@ -217,6 +230,12 @@ def rewrite_enclave_grouping(expression: exp.Expr) -> exp.Expr:
         aggregate = projection.meta.get(AGGREGATE)
         if isinstance(aggregate, EnclaveOperation):
             aggregates.append(replace(aggregate, stage=2))
+    # ORDER BY an enclave aggregate (rewrite_enclave_having): rank its result cells after the
+    # aggregate calls, since the ranks replace the cells the aggregate call puts in the column.
+    for projection in expression.selects:
+        ranked = projection.meta.get(RANK)
+        if isinstance(ranked, EnclaveOperation):
+            aggregates.append(replace(ranked, stage=2))
     stage = exp.select(*stage_one)
     stage.set("from_", expression.args.get("from_"))
     for key in ("joins", "where", "with_", "laterals"):
@@ -226,7 +245,16 @@ def rewrite_enclave_grouping(expression: exp.Expr) -> exp.Expr:
         projection = stage.selects[position]
         projection.meta[GROUP] = _with_column(operation, position)
     stage.meta[FINISH] = to_sql(finish)
-    stage.meta[RESULTS] = tuple(results)
+    for key in (JOIN_STAGES, SIDE_READS, GROUP_STAGES, GROUP_STAGE_READS):
+        # Stage-zero reads of earlier rules belong to the statement, whichever root it has.
+        if key in expression.meta:
+            stage.meta[key] = expression.meta[key]
+    if expression.meta.get(FINISH) is not None:
+        # rewrite_enclave_having's stage (HAVING and ORDER BY over enclave aggregates) runs
+        # after stage two's aggregates, as stage three.
+        stage.meta[FINAL] = expression.meta[FINISH]
+    visible = [not p.meta.get(EXTRA) for p in expression.selects]
+    stage.meta[RESULTS] = tuple(r for r, keep in zip(results, visible, strict=True) if keep)
     stage.meta[STAGE_TWO_CALLS] = tuple(aggregates)
     return stage
 

@@ -5,7 +5,8 @@ aggregate those clauses use is added to its SELECT list (``__ee_a<k>``, or ``__e
 whose result cells the host swaps for the enclave's ranks), with the plaintext HAVING terms
 (``__ee_h<k>``) and the role markers of the enclave comparisons (``__ee_p<k>``). Stage two, kept
 as text in the root's meta, filters with ``__ee_compare`` over the aggregate cells and sorts by
-the ranks in DuckDB. It must not compare or sort ciphertext itself, and refuses the rest.
+the ranks in DuckDB; a DETERMINISTIC GROUP BY key in ORDER BY (grouped natively on ciphertext)
+is ranked the same way. It must not compare or sort ciphertext itself, and refuses the rest.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ from engine.sql.rewrite_enclave_predicates import (
 )
 from engine.types import parse_sql_type
 
-__all__ = ["bind_aggregate_constants", "rewrite_enclave_having"]
+__all__ = ["SORT_BY_GROUP_ID", "bind_aggregate_constants", "rewrite_enclave_having"]
+
+# Projection meta of an added sort key that is an enclave GROUP BY key (its SQL text):
+# rewrite_enclave_grouping fills the column with the key's group ids instead of its cells.
+SORT_BY_GROUP_ID = "ae_enclave_sort_by_group_id"
 
 
 def _is_marked(node: exp.Expr) -> bool:
@@ -99,8 +104,9 @@ def bind_aggregate_constants(expression: exp.Expr) -> exp.Expr:
 class _Stage:
     """Stage one's added columns, and the pieces of stage two that refer to them."""
 
-    def __init__(self, select: exp.Select) -> None:
+    def __init__(self, select: exp.Select, encrypted_keys: set[str]) -> None:
         self.select = select
+        self.encrypted_keys = encrypted_keys
         self.names: list[str] = []
         self.aggregate_columns: dict[str, tuple[str, EncryptionTarget]] = {}
         self.query_marker: str | None = None
@@ -170,11 +176,26 @@ def _named_projection(select: exp.Select, key: exp.Expr) -> exp.Expr | None:
     return None
 
 
+def _deterministic_key(ordered: exp.Ordered) -> EncryptionTarget | None:
+    """The target of a DETERMINISTIC sort key the enclave ranks (classify marks it), if any."""
+    target = ordered.meta.get(ENCLAVE)
+    if isinstance(target, EncryptionTarget) and target.encryption_type == "DETERMINISTIC":
+        return target
+    return None
+
+
 def _order_uses_enclave(select: exp.Select) -> bool:
     order = select.args.get("order")
     if order is None:
         return False
+    grouped = select.args.get("group") is not None or any(
+        p.find(exp.AggFunc) is not None for p in select.selects
+    )
     for ordered in order.expressions:
+        if grouped and _deterministic_key(ordered) is not None:
+            # A deterministic GROUP BY key groups natively on ciphertext; only its order needs
+            # the enclave, which ranks the grouped result's cells in this rule's stage.
+            return True
         named = _named_projection(select, ordered.this)
         if _uses_enclave(ordered.this) or (named is not None and _is_marked(named.unalias())):
             return True
@@ -242,15 +263,49 @@ def _condition(node: exp.Expr, stage: _Stage) -> exp.Expr:
     )
 
 
+def _is_encrypted_key(node: exp.Expr, stage: _Stage) -> bool:
+    """An enclave GROUP BY key (the classifier marks the key in GROUP BY, not its uses)."""
+    return isinstance(node, exp.Column) and node.sql("duckdb") in stage.encrypted_keys
+
+
+def _unmarked(node: exp.Expr) -> exp.Expr:
+    copied = node.copy()
+    for child in copied.walk():
+        child.meta.pop(ENCLAVE, None)
+    return copied
+
+
 def _order_key(ordered: exp.Ordered, position: int, stage: _Stage) -> exp.Expr:
     """Stage two's sort key for one ORDER BY item: a rank, an output column or an added key."""
     key = ordered.this
     named = _named_projection(stage.select, key)
+    deterministic = _deterministic_key(ordered)
+    if deterministic is not None:
+        # The grouped result's cells of a deterministic key: the enclave ranks them in place.
+        name = f"__ee_rank_{position}"
+        index = stage.add(_unmarked(named.unalias() if named is not None else key), name)
+        stage.select.expressions[index].meta[RANK] = EnclaveOperation(
+            deterministic,
+            "RANK",
+            parse_sql_type(deterministic.declared_type).form.name,
+            (),
+            None,
+            "ORDER BY",
+            result_column=index,
+        )
+        return exp.column(name)
     if named is not None:
-        if _is_marked(named.unalias()):
+        if _is_marked(named.unalias()) or _is_encrypted_key(named.unalias(), stage):
             key = named.unalias()
         else:
             return exp.column(named.alias_or_name, quoted=True)
+    if _is_encrypted_key(key, stage):
+        # An enclave GROUP BY key: stage two outputs its cells, so sort by its group ids, which
+        # rewrite_enclave_grouping puts in this column (they ascend with the values).
+        name = f"__ee_key_{position}"
+        index = stage.add(_unmarked(key), name)
+        stage.select.expressions[index].meta[SORT_BY_GROUP_ID] = key.sql("duckdb")
+        return exp.column(name)
     if _is_marked(key):
         # A column of its own, not shared with HAVING: the ranks replace its cells in place.
         name = f"__ee_rank_{position}"
@@ -276,6 +331,22 @@ def _order_key(ordered: exp.Ordered, position: int, stage: _Stage) -> exp.Expr:
     return exp.column(name)
 
 
+def _refuse_deterministic_order_of_enclave_distinct(select: exp.Select) -> None:
+    """SELECT DISTINCT over a RANDOMIZED column becomes enclave grouping (rewrite_enclave_grouping),
+    whose stage two would sort a DETERMINISTIC key's ciphertext: refuse that combination."""
+    order = select.args.get("order")
+    if not select.args.get("distinct") or order is None:
+        return
+    keys = [t for t in (_deterministic_key(o) for o in order.expressions) if t is not None]
+    enclave = [p for p in select.selects if p.unalias().meta.get(ENCLAVE) is not None]
+    if keys and enclave:
+        raise NotSupportedError(
+            f"{keys[0].label}: ORDER BY a DETERMINISTIC column cannot be combined with DISTINCT "
+            f"over the RANDOMIZED column {enclave[0].unalias().meta[ENCLAVE].label}; write "
+            "GROUP BY with the same columns instead of DISTINCT"
+        )
+
+
 def rewrite_enclave_having(expression: exp.Expr) -> exp.Expr:
     """Split a SELECT whose HAVING or ORDER BY uses an enclave aggregate into two stages.
 
@@ -296,22 +367,36 @@ def rewrite_enclave_having(expression: exp.Expr) -> exp.Expr:
     """
     if not isinstance(expression, exp.Select):
         return expression
+    _refuse_deterministic_order_of_enclave_distinct(expression)
     having, order = expression.args.get("having"), expression.args.get("order")
     if not (_uses_enclave(having) or _order_uses_enclave(expression)):
         return expression
     expression = expression.copy()
     having, order = expression.args.get("having"), expression.args.get("order")
     parts = [having, order, *expression.selects]
-    marked = next(n for part in parts if part is not None for n in part.walk() if _is_marked(n))
-    target: EncryptionTarget = marked.meta[ENCLAVE]
+    marked = [n for part in parts if part is not None for n in part.walk() if _is_marked(n)]
+    deterministic = [_deterministic_key(o) for o in (order.expressions if order else [])]
+    target: EncryptionTarget = (
+        marked[0].meta[ENCLAVE] if marked else next(t for t in deterministic if t is not None)
+    )
+    # With an encrypted GROUP BY key, rewrite_enclave_grouping later moves this statement into
+    # its stage two and what this rule builds becomes stage three (Plan.final_sql); ORDER BY
+    # such a key then sorts by its group ids.
     group = expression.args.get("group")
-    if group is not None and any(
-        c.meta.get(ENCLAVE) is not None for c in group.find_all(exp.Column)
+    encrypted_keys = {
+        c.sql("duckdb")
+        for c in (group.expressions if group is not None else [])
+        if isinstance(c, exp.Column) and c.meta.get(ENCLAVE) is not None
+    }
+
+    def names_key(key: exp.Expr) -> bool:
+        named = _named_projection(expression, key)
+        return (named.unalias() if named is not None else key).sql("duckdb") in encrypted_keys
+
+    if order is not None and any(
+        o.meta.get(ENCLAVE) is not None and _deterministic_key(o) is None and not names_key(o.this)
+        for o in order.expressions
     ):
-        raise _refuse(
-            target, "HAVING or ORDER BY", "cannot be combined with GROUP BY on an encrypted column"
-        )
-    if order is not None and any(o.meta.get(ENCLAVE) is not None for o in order.expressions):
         raise _refuse(target, "ORDER BY", "cannot be combined with ORDER BY an encrypted column")
     for key, name in (("distinct", "DISTINCT"), ("qualify", "QUALIFY"), ("windows", "WINDOW")):
         if expression.args.get(key):
@@ -321,7 +406,7 @@ def rewrite_enclave_having(expression: exp.Expr) -> exp.Expr:
         if node is not None and node.find(exp.Placeholder) is not None:
             raise _refuse(target, "ORDER BY", f"needs a literal {key.upper()}, not a ? parameter")
 
-    stage = _Stage(expression)
+    stage = _Stage(expression, encrypted_keys)
     finish = exp.select(exp.Star()).from_(STAGE_VIEW)
     if having is not None:
         finish.set("where", exp.Where(this=_condition(having.this, stage)))

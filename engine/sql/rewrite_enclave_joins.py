@@ -18,11 +18,14 @@ from engine.sql.plan import EnclaveOperation, EncryptionTarget, JoinStage
 from engine.sql.resolve_columns import TARGET
 from engine.types import parse_sql_type
 
-__all__ = ["GROUP_ID", "JOIN_STAGES", "rewrite_enclave_joins"]
+__all__ = ["GROUP_ID", "JOIN_STAGES", "SIDE_READS", "rewrite_enclave_joins", "side_read"]
 
 # Root meta: the JoinStage records, each with its GROUP operation.
 JOIN_STAGES = "ae_enclave_join_stages"
 GROUP_ID = "__ee_gid"
+# Root meta: each join stage's two side reads as trees, which describe renders after the
+# predicate rewrite (their WHERE terms may be enclave comparisons).
+SIDE_READS = "ae_enclave_side_reads"
 
 
 def _conjuncts(condition: exp.Expr) -> list[exp.Expr]:
@@ -57,7 +60,7 @@ def rewrite_enclave_joins(expression: exp.Expr) -> exp.Expr:
     >>> joined.sql("duckdb")
     'SELECT a.id FROM __ee_join_0_left AS a JOIN __ee_join_0_right AS b ON a.__ee_gid = b.__ee_gid'
     >>> [stage.left_sql for stage in joined.meta[JOIN_STAGES]]
-    ['SELECT * FROM t']
+    ['SELECT * FROM t AS a']
     """
     if not isinstance(expression, exp.Select) or not expression.args.get("joins"):
         return expression
@@ -74,6 +77,7 @@ def rewrite_enclave_joins(expression: exp.Expr) -> exp.Expr:
     tables = _tables(expression)
     used: set[str] = set()
     stages: list[JoinStage] = []
+    side_reads: list[tuple[exp.Select, exp.Select]] = []
     for join in expression.args["joins"]:
         condition = join.args.get("on")
         if condition is None:
@@ -95,9 +99,8 @@ def rewrite_enclave_joins(expression: exp.Expr) -> exp.Expr:
             sides = []
             for name, view in zip(names, views, strict=True):
                 table = tables[name]
-                whole = table.copy()
-                whole.set("alias", None)
-                sides.append(to_sql(exp.select("*").from_(whole)))
+                side = side_read(expression, table, name)
+                sides.append(side)
                 alias = exp.TableAlias(this=exp.to_identifier(table.alias or table.name))
                 table.set("alias", alias)
                 table.set("this", exp.to_identifier(view))
@@ -115,8 +118,17 @@ def rewrite_enclave_joins(expression: exp.Expr) -> exp.Expr:
                 stage=0,
             )
             stages.append(
-                JoinStage(sides[0], sides[1], views[0], views[1], left.name, right.name, operation)
+                JoinStage(
+                    to_sql(sides[0]),
+                    to_sql(sides[1]),
+                    views[0],
+                    views[1],
+                    left.name,
+                    right.name,
+                    operation,
+                )
             )
+            side_reads.append((sides[0], sides[1]))
             node.replace(
                 exp.EQ(
                     this=exp.column(GROUP_ID, table=left.table),
@@ -126,4 +138,43 @@ def rewrite_enclave_joins(expression: exp.Expr) -> exp.Expr:
     if not stages:
         return expression
     expression.meta[JOIN_STAGES] = tuple(stages)
+    expression.meta[SIDE_READS] = tuple(side_reads)
     return expression
+
+
+def _null_supplied(select: exp.Select, table: exp.Table) -> bool:
+    """True when an outer join can give ``table``'s columns as NULLs: it is the joined table of
+    a LEFT or FULL join, or stands before a RIGHT or FULL join."""
+    joins = select.args.get("joins") or []
+    for position, join in enumerate(joins):
+        side = str(join.args.get("side") or "").upper()
+        if join.this is table and side in ("LEFT", "FULL"):
+            return True
+        if side in ("RIGHT", "FULL"):
+            earlier = [select.args["from_"].this] + [j.this for j in joins[:position]]
+            if any(source is table for source in earlier):
+                return True
+    return False
+
+
+def side_read(select: exp.Select, table: exp.Table, alias: str) -> exp.Select:
+    """``SELECT * FROM table AS alias`` with ``select``'s WHERE terms that read this table
+    alone (plaintext, deterministic or enclave ones). Dropping rows that fail such a term keeps
+    the answer, since the statement still applies it, except on a table an outer join pads with
+    NULLs, which gets no terms."""
+    read = exp.select("*").from_(table.copy())
+    where = select.args.get("where")
+    if where is None or _null_supplied(select, table):
+        return read
+    terms = []
+    for term in _conjuncts(where.this):
+        columns = list(term.find_all(exp.Column))
+        if (
+            columns
+            and all(c.table.casefold() == alias for c in columns)
+            and term.find(exp.Subquery, exp.Exists, exp.AggFunc, exp.Window) is None
+        ):
+            terms.append(term.copy())
+    if terms:
+        read.set("where", exp.Where(this=exp.and_(*terms)))
+    return read

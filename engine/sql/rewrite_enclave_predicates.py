@@ -1,9 +1,10 @@
 """Rewrite rule: turn each predicate the classifier marked for the enclave into a UDF call.
 
-``x < ?`` over a RANDOMIZED, enclave-enabled column becomes ``__ee_compare(x, <query id>,
-<cek id>, <type>, <operator>, <constant>)`` with five ``?`` whose values the host and client
-fill in; NULL in gives NULL out, so NOT, AND and OR keep SQL's three-valued logic in DuckDB.
-It must not encrypt, choose keys or decide what is allowed (the classifier did that).
+``x < ?`` over a RANDOMIZED, enclave-enabled column becomes ``__ee_filter_1(x, <query id>,
+<cek id>, <type>, <operator>, <constant ref>)`` with five ``?`` that the host and client fill
+in, and an AND of such calls becomes one ``__ee_filter_<k>`` call (one enclave pass per vector).
+NULL in gives NULL out, so NOT, AND and OR keep SQL's three-valued logic in DuckDB. It must not
+encrypt, choose keys or decide what is allowed (the classifier did that).
 """
 
 from __future__ import annotations
@@ -24,14 +25,30 @@ __all__ = [
     "COMPARISONS",
     "COMPARE_FUNCTION",
     "COMPARE_COLUMNS_FUNCTION",
+    "FILTER_PREFIX",
+    "MAX_CONJUNCTS",
     "ROLE",
     "SQL_NAMES",
+    "filter_function",
     "rewrite_enclave_predicates",
     "role_placeholder",
 ]
 
 COMPARE_FUNCTION = "__ee_compare"
 COMPARE_COLUMNS_FUNCTION = "__ee_compare_columns"
+FILTER_PREFIX = "__ee_filter_"
+# The most predicates one __ee_filter_<k> call takes; a longer AND is split into several calls.
+MAX_CONJUNCTS = 8
+
+
+def filter_function(k: int) -> str:
+    """The UDF that ANDs ``k`` enclave predicates.
+
+    >>> filter_function(3)
+    '__ee_filter_3'
+    """
+    return f"{FILTER_PREFIX}{k}"
+
 
 COMPARISONS: dict[type[exp.Expr], tuple[str, str]] = {
     # node class: (operator, operator with the operands swapped)
@@ -62,8 +79,61 @@ def _call(function: str, columns: list[exp.Expr], operation: EnclaveOperation) -
         role_placeholder("enclave_operator", operation, "INTEGER"),
     ]
     if function == COMPARE_FUNCTION:
-        arguments.append(role_placeholder("enclave_constant", operation, "BLOB"))
+        # The constant goes by reference: the host binds a small integer for the blob.
+        arguments.append(role_placeholder("enclave_constant_ref", operation, "UBIGINT"))
+        function = filter_function(1)
     return exp.Anonymous(this=function, expressions=arguments)
+
+
+def _filter_parts(node: exp.Expr) -> tuple[list[exp.Expr], list[exp.Expr]] | None:
+    """(cell columns, the four codes of each predicate) of an __ee_filter_<k> call, else None."""
+    if not (isinstance(node, exp.Anonymous) and str(node.name).startswith(FILTER_PREFIX)):
+        return None
+    k = int(str(node.name)[len(FILTER_PREFIX) :])
+    arguments = list(node.expressions)
+    return arguments[:k], arguments[k + 1 :]
+
+
+def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
+    """The operands of an AND chain, through parentheses (AND is associative)."""
+    inner = node.unnest() if isinstance(node, exp.Paren) else node
+    if isinstance(inner, exp.And):
+        return _conjuncts(inner.this) + _conjuncts(inner.expression)
+    return [node]
+
+
+def _merge_conjunction(node: exp.Expr) -> exp.Expr:
+    """One __ee_filter_<k> call for the enclave predicates of an AND chain (at most
+    MAX_CONJUNCTS each), in the order written: the enclave then reads a later predicate's cells
+    only for rows the earlier ones left TRUE or unknown."""
+    if not isinstance(node, exp.And) or isinstance(node.parent, exp.And):
+        return node
+    operands = _conjuncts(node)
+    calls = [operand for operand in operands if _filter_parts(operand) is not None]
+    if len(calls) < 2:
+        return node
+    merged: list[exp.Expr] = []
+    for start in range(0, len(calls), MAX_CONJUNCTS):
+        group = calls[start : start + MAX_CONJUNCTS]
+        columns: list[exp.Expr] = []
+        codes: list[exp.Expr] = []
+        query: exp.Expr | None = None
+        for call in group:
+            parts = _filter_parts(call)
+            assert parts is not None
+            columns += parts[0]
+            codes += parts[1]
+            if query is None:
+                query = call.expressions[len(parts[0])]
+        assert query is not None
+        merged.append(
+            exp.Anonymous(this=filter_function(len(columns)), expressions=[*columns, query, *codes])
+        )
+    rest = [operand for operand in operands if _filter_parts(operand) is None]
+    # The merged calls take the place of the first enclave predicate; the rest keep their order.
+    first = operands.index(calls[0])
+    ordered = rest[:first] + merged + rest[first:]
+    return exp.and_(*ordered, copy=False)
 
 
 def _source(operand: exp.Expr, target: EncryptionTarget, construct: str) -> tuple[str, Any]:
@@ -109,6 +179,45 @@ def _comparison(node: exp.Expr, target: EncryptionTarget) -> exp.Expr:
         SQL_NAMES[operator],
     )
     return _call(COMPARE_FUNCTION, [column], operation)
+
+
+def _null_safe(node: exp.Expr, target: EncryptionTarget) -> exp.Expr:
+    """IS [NOT] DISTINCT FROM: the enclave's EQ, with NULLs made TRUE/FALSE by the host.
+
+    Against a constant (never NULL once encrypted), a NULL cell is simply distinct; against a
+    column under the same key, two NULLs are not distinct. A NULL literal needs no enclave.
+    """
+    same = isinstance(node, exp.NullSafeEQ)
+    construct = "IS NOT DISTINCT FROM" if same else "IS DISTINCT FROM"
+    left, right = node.this, node.expression
+    false, true = exp.false(), exp.true()
+    if _is_column(left) and _is_column(right):
+        operation = EnclaveOperation(target, "EQ", _type_form(target).name, (), None, construct)
+        equal = exp.Coalesce(
+            this=_call(COMPARE_COLUMNS_FUNCTION, [left, right], operation), expressions=[false]
+        )
+        both_null = exp.and_(
+            exp.Is(this=left.copy(), expression=exp.Null()),
+            exp.Is(this=right.copy(), expression=exp.Null()),
+        )
+        answer: exp.Expr = exp.Paren(this=exp.or_(both_null, equal))
+        return answer if same else exp.Not(this=answer)
+    column, constant = (left, right) if _is_column(left) else (right, left)
+    if isinstance(constant, exp.Null):
+        is_null = exp.Is(this=column, expression=exp.Null())
+        return is_null if same else exp.Not(this=is_null)
+    operation = EnclaveOperation(
+        target,
+        "EQ",
+        _type_form(target).name,
+        (_source(constant, target, construct),),
+        None,
+        construct,
+    )
+    call = _call(COMPARE_FUNCTION, [column], operation)
+    if same:
+        return exp.Coalesce(this=call, expressions=[false])
+    return exp.Coalesce(this=exp.Not(this=call), expressions=[true])
 
 
 def _between(node: exp.Between, target: EncryptionTarget) -> exp.Expr:
@@ -182,6 +291,8 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
         return node
     if type(node) in COMPARISONS:
         return _comparison(node, target)
+    if isinstance(node, exp.NullSafeEQ | exp.NullSafeNEQ):
+        return _null_safe(node, target)
     if isinstance(node, exp.Between):
         return _between(node, target)
     if isinstance(node, exp.In):
@@ -224,9 +335,10 @@ def rewrite_enclave_predicates(expression: exp.Expr) -> exp.Expr:
     >>> tree.find(exp.LT).meta[ENCLAVE] = target
     >>> tree.find(exp.Placeholder).meta["ae_user_index"] = 0
     >>> rewrite_enclave_predicates(tree).sql("duckdb")  # doctest: +NORMALIZE_WHITESPACE
-    'SELECT id FROM t WHERE __EE_COMPARE(x, CAST(? AS UBIGINT), CAST(? AS INT),
-     CAST(? AS INT), CAST(? AS INT), CAST(? AS BLOB))'
+    'SELECT id FROM t WHERE __EE_FILTER_1(x, CAST(? AS UBIGINT), CAST(? AS INT),
+     CAST(? AS INT), CAST(? AS INT), CAST(? AS UBIGINT))'
     """
     if not any(ENCLAVE in node.meta for node in expression.walk() if node.meta):
         return expression
-    return expression.copy().transform(_rewrite, copy=False)
+    rewritten = expression.copy().transform(_rewrite, copy=False)
+    return rewritten.transform(_merge_conjunction, copy=False)

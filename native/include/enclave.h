@@ -37,7 +37,7 @@ extern "C" {
 
 /* ---- 1. ABI and status codes ------------------------------------------------------------- */
 
-#define EE_ABI_VERSION 2
+#define EE_ABI_VERSION 3
 
 typedef enum ee_status {
     EE_OK = 0,
@@ -204,6 +204,12 @@ EE_MUST_CHECK ee_status ee_cell_decrypt_batch(
 #define EE_OP_REENCRYPT 17
 #define EE_OP_ENCRYPT 18
 
+/* Authorization-only codes: they name a permission in a package entry and are never the `op`
+ * of a call (a call that passes one gets EE_ERR_ARGUMENT). They start at 64, apart from the
+ * operator codes above. EE_OP_REENCRYPT_TARGET lets REENCRYPT write under a key (see
+ * ee_enclave_transform) without letting ENCRYPT take the host's plaintexts under it. */
+#define EE_OP_REENCRYPT_TARGET 64
+
 /* Type codes: the normalized plaintext forms of rule v1, with the order the enclave applies
  * (the order DuckDB gives the plaintext column):
  *   INT64 8-byte signed LE; FLOAT32/FLOAT64 IEEE LE, -inf < ... < +inf < NaN, every NaN equal,
@@ -352,12 +358,18 @@ EE_MUST_CHECK ee_status ee_enclave_aggregate(
 
 /* EE_OP_REENCRYPT and EE_OP_ENCRYPT: one cell per row, in Arrow layout like
  * ee_cell_encrypt_batch (nulls stay empty entries). REENCRYPT's constant is u16 LE target cek_id
- * || u8 mode (1 deterministic, 2 randomized); the target key must also be authorized for
- * (target, EE_OP_ENCRYPT, type_code, empty constant). ENCRYPT takes normalized plaintexts (a
- * plaintext column being encrypted in place) and a constant that is empty (randomized) or one
- * mode byte; a plaintext of the wrong length for its type is EE_ERR_ARGUMENT.
+ * || u8 mode (1 deterministic, 2 randomized); the target key must also be authorized by its own
+ * entry (target, EE_OP_REENCRYPT_TARGET, type_code, SHA-256(u16 LE source cek_id || u8 mode)),
+ * which names the source key and mode and allows no call by itself. An ENCRYPT grant on the
+ * target does not stand in for it: that would let the host encrypt plaintexts of its choice
+ * under the target key, and, for a deterministic target, test any guess for equality.
+ * ENCRYPT takes normalized plaintexts (a plaintext column being encrypted in place) and a
+ * constant that is empty (randomized) or one mode byte; a plaintext of the wrong length for its
+ * type is EE_ERR_ARGUMENT.
  * out_data_cap must hold every output cell (REENCRYPT: at most the input cell's length).
- * Leakage: the lengths and null positions given; for deterministic output, equality of values.
+ * Leakage: the lengths and null positions given; for deterministic output, equality of the
+ * values given (REENCRYPT: only of cells already under the source key, never of a value the
+ * host chose).
  */
 EE_MUST_CHECK ee_status ee_enclave_transform(
     uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
@@ -368,6 +380,120 @@ EE_MUST_CHECK ee_status ee_enclave_transform(
     const uint8_t *data, size_t data_len,
     const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
     size_t count);
+
+/* ---- 5b. Aggregates of arithmetic expressions (H1) ---------------------------------------- */
+
+/* Operator codes of ee_enclave_aggregate_expression: SUM and AVG of a row-wise expression. */
+#define EE_OP_SUM_EXPR 19
+#define EE_OP_AVG_EXPR 20
+#define EE_EXPR_PROGRAM_VERSION 1
+#define EE_EXPR_MAX_SLOTS 16
+#define EE_EXPR_MAX_CODE 256
+
+/* EE_OP_SUM_EXPR and EE_OP_AVG_EXPR: SUM or AVG over the rows of a group of one arithmetic
+ * expression of several columns. The constant is the expression program (docs/enclave.md):
+ *   u8 version (1) || u8 slot_count (1..16) || slot_count x (u8 source (1 encrypted, 2 plain)
+ *   || u16 LE cek_id (0 for plain) || u8 type_code (INT64, DECIMAL, FLOAT64) || u8 scale)
+ *   || u16 LE code_len (1..256) || code: postfix instructions, 0x01 slot (u8 index),
+ *   0x02 exact literal (u8 scale || u8 sign (1 non-negative, 0 negative) || 16-byte LE
+ *   magnitude), 0x03 FLOAT64 literal (8 bytes LE), 0x04 add, 0x05 subtract, 0x06 multiply,
+ *   0x07 negate; it must leave exactly one value.
+ * Every cek_id the program names, and the result key cek_id (which must be the first encrypted
+ * slot's), must be authorized for (cek_id, op, type_code, SHA-256(program)), else
+ * EE_ERR_NOT_AUTHORIZED before any cell is read; a malformed program is EE_ERR_PACKAGE.
+ * Exact values (INT64, DECIMAL) stay exact in 128 bits with their scale (+ and - align scales,
+ * * adds them, above 38 is EE_ERR_PACKAGE); an intermediate or sum with |value| >= 10^38 is
+ * EE_ERR_OVERFLOW. A FLOAT64 operand makes the operation FLOAT64. type_code names the result:
+ * EE_TYPE_DECIMAL for an exact expression, EE_TYPE_FLOAT64 otherwise (EE_ERR_TYPE if not).
+ * The rows come slot-major in one Arrow binary array of count = slot_count * rows entries:
+ * entry s * rows + r is slot s of row r; an encrypted slot holds cells (verified, then
+ * decrypted), a plain slot the normalized plaintext of its type (wrong shape: EE_ERR_ARGUMENT).
+ * A row with any NULL operand has a NULL expression and is skipped. group_ids has one int64
+ * per row (-1: skip the row). Writes one randomized cell per group under cek_id, in Arrow
+ * layout (out_offsets: group_count + 1); a group without a non-null expression gets an empty
+ * entry. Results: SUM exact is DECIMAL (sign byte + 16-byte magnitude) at the expression's
+ * scale; SUM FLOAT64 and every AVG are FLOAT64. out_data_cap must hold group_count cells of
+ * 17 bytes (81 bytes each). A result key other than the first encrypted slot's, or a program
+ * without an encrypted slot, is EE_ERR_ARGUMENT or EE_ERR_PACKAGE respectively.
+ * Leakage: which groups are empty, whether an overflow happened, whether the program is well
+ * formed, and the lengths and null positions given (the plain slots and literals are the
+ * host's to know already).
+ */
+EE_MUST_CHECK ee_status ee_enclave_aggregate_expression(
+    uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
+    int64_t *out_offsets, size_t out_offsets_cap,
+    uint64_t query_id, uint16_t cek_id, int32_t type_code, int32_t op,
+    const uint8_t *constant, size_t constant_len,
+    const int32_t *offsets, size_t offsets_len,
+    const uint8_t *data, size_t data_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count,
+    const int64_t *group_ids, size_t group_ids_len, size_t group_count);
+
+/* ---- 5c. Top-k for ORDER BY ... LIMIT (H7) ------------------------------------------------ */
+
+/* Operator code of ee_enclave_top_k (kept apart from the codes other sections add). */
+#define EE_OP_TOP_K 24
+
+/* EE_OP_TOP_K: the rows of the first k places of the order of the column's values, and their
+ * order. The constant is u64 LE k || u8 direction (0 ascending, 1 descending) || u8 nulls
+ * (0 NULLS LAST, 1 NULLS FIRST), exactly 10 bytes (else EE_ERR_ARGUMENT, after the
+ * authorization check). A row is selected when it is among the first k rows of that order or
+ * ties with the k-th row's value (NULLs tie with each other), so a secondary sort key and OFFSET
+ * applied afterwards stay exact; LIMIT k OFFSET m needs k + m. Writes one int64 per row into
+ * out (out_cap >= count): for a selected non-null row its dense rank among the selected values
+ * in ascending value order from 0 (whatever the direction), -2 for a selected null cell, and -1
+ * for a row not selected. k = 0 selects nothing; k >= count selects every row. Every cell is
+ * verified and decrypted once, in chunks with copies of at most k values when k <= 4096 (the
+ * whole column at once above), and a bounded heap selects the rows (O(n log k) comparisons).
+ * Leakage: which rows are among the first k places (with the ties of the k-th), the order and
+ * equality of the values of those rows only, and the lengths and null positions given; strictly
+ * less than EE_OP_RANK, which orders every row.
+ */
+EE_MUST_CHECK ee_status ee_enclave_top_k(
+    int64_t *out, size_t out_cap,
+    uint64_t query_id, uint16_t cek_id, int32_t type_code, int32_t op,
+    const uint8_t *constant, size_t constant_len,
+    const int32_t *offsets, size_t offsets_len,
+    const uint8_t *data, size_t data_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count);
+
+/* ---- 5c. Conjunctions of predicates (H3) ------------------------------------------------- */
+
+/* ee_enclave_compare folded into a running AND, so that `p1 AND p2 AND ...` over one row costs
+ * one pass per predicate over the rows still in play. state holds one byte per row
+ * (state_len >= count), each EE_TRUE, EE_FALSE or EE_NULL (anything else is EE_ERR_ARGUMENT),
+ * and is read and written: a row already EE_FALSE is skipped (its cell is neither copied nor
+ * verified nor decrypted); for the other rows the predicate's result is folded in by SQL's
+ * three-valued AND (FALSE wins, then NULL, else the row keeps its state). Start from all
+ * EE_TRUE. Every other argument, check and authorization is exactly ee_enclave_compare's: each
+ * predicate of a conjunction is authorized on its own. On failure state is zeroed.
+ * Leakage: the new state (the AND of the state given and the predicate, on the rows that were
+ * not yet FALSE), the lengths and null positions given. Skipped rows leak nothing more.
+ */
+EE_MUST_CHECK ee_status ee_enclave_compare_and(
+    uint8_t *state, size_t state_len,
+    uint64_t query_id, uint16_t cek_id, int32_t type_code, int32_t op,
+    const uint8_t *constant, size_t constant_len,
+    const int32_t *offsets, size_t offsets_len,
+    const uint8_t *data, size_t data_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count,
+    const int32_t *right_offsets, size_t right_offsets_len,
+    const uint8_t *right_data, size_t right_data_len,
+    const uint8_t *right_validity, size_t right_validity_len, size_t right_validity_bit_offset,
+    size_t right_count);
+
+/* Packs `count` EE_TRUE/EE_FALSE/EE_NULL bytes into Arrow's boolean layout: out_values gets
+ * bit i set for EE_TRUE, out_validity bit i set unless EE_NULL (LSB first; each cap >=
+ * (count + 7) / 8 bytes), *out_null_count the EE_NULL rows. A byte above EE_NULL is
+ * EE_ERR_ARGUMENT. It touches no cell and no key.
+ * Leakage: none (the bytes are the caller's own). */
+EE_MUST_CHECK ee_status ee_tristate_pack(uint8_t *out_values, size_t out_values_cap,
+                                         uint8_t *out_validity, size_t out_validity_cap,
+                                         size_t *out_null_count, const uint8_t *state,
+                                         size_t count);
 
 /* EE_CDEF_END */
 

@@ -127,18 +127,38 @@ static uint8_t in_list(int32_t type_code, const ee_plain *items, const uint32_t 
     return 0;
 }
 
-ee_status ee_enclave_compare(uint8_t *out, size_t out_cap, uint64_t query_id, uint16_t cek_id,
-                             int32_t type_code, int32_t op, const uint8_t *constant,
-                             size_t constant_len, const int32_t *offsets, size_t offsets_len,
-                             const uint8_t *data, size_t data_len, const uint8_t *validity,
-                             size_t validity_len, size_t validity_bit_offset, size_t count,
-                             const int32_t *right_offsets, size_t right_offsets_len,
-                             const uint8_t *right_data, size_t right_data_len,
-                             const uint8_t *right_validity, size_t right_validity_len,
-                             size_t right_validity_bit_offset, size_t right_count) {
+/* The bits of rows [start, start + n) that still need a value: valid in `in` and, when folding,
+ * not yet EE_FALSE in `state`. Rows left out are neither copied nor verified. */
+static void live_rows(uint8_t *mask, const ee_input *in, const uint8_t *state, size_t start,
+                      size_t n) {
+    memset(mask, 0, n / 8 + 1);
+    for (size_t i = 0; i < n; i++) {
+        size_t row = start + i;
+        int live = state == NULL || state[row] != EE_FALSE;
+        if (live && in->validity != NULL) {
+            size_t bit = in->bit_offset + row;
+            live = (in->validity[bit >> 3] >> (bit & 7)) & 1;
+        }
+        if (live) mask[i >> 3] |= (uint8_t)(1u << (i & 7));
+    }
+}
+
+/* ee_enclave_compare (fold == 0: out receives each row's result) and ee_enclave_compare_and
+ * (fold == 1: out is the running AND, read and written; rows already EE_FALSE are skipped). */
+static ee_status compare_rows(uint8_t *out, size_t out_cap, int fold, uint64_t query_id,
+                              uint16_t cek_id, int32_t type_code, int32_t op,
+                              const uint8_t *constant, size_t constant_len,
+                              const int32_t *offsets, size_t offsets_len, const uint8_t *data,
+                              size_t data_len, const uint8_t *validity, size_t validity_len,
+                              size_t validity_bit_offset, size_t count,
+                              const int32_t *right_offsets, size_t right_offsets_len,
+                              const uint8_t *right_data, size_t right_data_len,
+                              const uint8_t *right_validity, size_t right_validity_len,
+                              size_t right_validity_bit_offset, size_t right_count) {
     ee_status status;
     ee_cell_keys keys;
     uint8_t *blob = NULL, *compact = NULL;
+    uint8_t mask[CHUNK_ROWS / 8 + 1], right_mask[CHUNK_ROWS / 8 + 1];
     int32_t *item_offsets = NULL;
     uint32_t *sorted = NULL, *tmp = NULL, *pattern = NULL, *text = NULL;
     size_t pattern_cap = 0, text_cap = 0, pattern_len = 0;
@@ -155,6 +175,13 @@ ee_status ee_enclave_compare(uint8_t *out, size_t out_cap, uint64_t query_id, ui
 
     if ((out == NULL && out_cap > 0) || op < EE_OP_EQ || op > EE_OP_LIKE) {
         return EE_ERR_ARGUMENT;
+    }
+    if (fold) {
+        /* A state byte other than the three results is a host bug; refuse it before any work. */
+        if (out_cap < count) return EE_ERR_CAPACITY;
+        for (size_t i = 0; i < count; i++) {
+            if (out[i] > EE_NULL) return EE_ERR_ARGUMENT;
+        }
     }
     status = open_operator(&keys, &blob, query_id, cek_id, op, type_code, constant, constant_len);
     if (status != EE_OK) goto done;
@@ -246,9 +273,18 @@ ee_status ee_enclave_compare(uint8_t *out, size_t out_cap, uint64_t query_id, ui
 
     for (size_t start = 0; start < count; start += CHUNK_ROWS) {
         size_t n = count - start < CHUNK_ROWS ? count - start : CHUNK_ROWS;
-        status = ee_plain_load(&left, &keys, type_code, &in, start, n);
+        const uint8_t *state = fold ? out : NULL;
+        /* Only the live rows of the chunk are loaded: its own view of the offsets, with a
+         * validity bitmap that also drops rows a previous conjunct made FALSE. */
+        live_rows(mask, &in, state, start, n);
+        ee_input chunk = {in.offsets + start, n + 1, in.data, in.data_len, mask, sizeof mask,
+                          0, n};
+        status = ee_plain_load(&left, &keys, type_code, &chunk, 0, n);
         if (status == EE_OK && column_pair) {
-            status = ee_plain_load(&right, &keys, type_code, &right_in, start, n);
+            live_rows(right_mask, &right_in, state, start, n);
+            ee_input right_chunk = {right_in.offsets + start, n + 1, right_in.data,
+                                    right_in.data_len, right_mask, sizeof right_mask, 0, n};
+            status = ee_plain_load(&right, &keys, type_code, &right_chunk, 0, n);
         }
         if (status != EE_OK) goto done;
         if (op == EE_OP_LIKE && (left.longest + 1) * sizeof *text > text_cap) {
@@ -262,32 +298,37 @@ ee_status ee_enclave_compare(uint8_t *out, size_t out_cap, uint64_t query_id, ui
         }
         uint8_t *result = out + start;
         for (size_t i = 0; i < n; i++) {
+            uint8_t before = fold ? result[i] : EE_TRUE;
+            if (before == EE_FALSE) continue; /* FALSE AND anything is FALSE */
             if (!left.valid[i] || (column_pair && !right.valid[i])) {
-                result[i] = EE_NULL;
+                result[i] = EE_NULL; /* TRUE AND NULL and NULL AND NULL are NULL */
                 continue;
             }
             size_t len;
+            uint8_t r;
             const uint8_t *value = ee_plain_value(&left, i, &len);
             if (column_pair) {
                 size_t other_len;
                 const uint8_t *other = ee_plain_value(&right, i, &other_len);
-                result[i] = holds(op, ee_value_compare(type_code, value, len, other, other_len));
+                r = holds(op, ee_value_compare(type_code, value, len, other, other_len));
             } else if (op <= EE_OP_GE) {
                 size_t c_len;
                 const uint8_t *c = ee_plain_value(&items, 0, &c_len);
-                result[i] = holds(op, ee_value_compare(type_code, value, len, c, c_len));
+                r = holds(op, ee_value_compare(type_code, value, len, c, c_len));
             } else if (op == EE_OP_BETWEEN) {
                 size_t lo_len, hi_len;
                 const uint8_t *lo = ee_plain_value(&items, 0, &lo_len);
                 const uint8_t *hi = ee_plain_value(&items, 1, &hi_len);
-                result[i] = ee_value_compare(type_code, value, len, lo, lo_len) >= 0 &&
-                            ee_value_compare(type_code, value, len, hi, hi_len) <= 0;
+                r = ee_value_compare(type_code, value, len, lo, lo_len) >= 0 &&
+                    ee_value_compare(type_code, value, len, hi, hi_len) <= 0;
             } else if (op == EE_OP_IN) {
-                result[i] = in_list(type_code, &items, sorted, value, len);
+                r = in_list(type_code, &items, sorted, value, len);
             } else {
                 size_t text_len = ee_code_points(type_code, value, len, text);
-                result[i] = (uint8_t)ee_like_match(pattern, pattern_len, text, text_len);
+                r = (uint8_t)ee_like_match(pattern, pattern_len, text, text_len);
             }
+            /* r is TRUE or FALSE here: FALSE wins, TRUE keeps what was (TRUE or NULL). */
+            result[i] = r ? before : EE_FALSE;
         }
     }
     status = EE_OK;
@@ -305,6 +346,67 @@ done:
     free(compact);
     free(blob);
     return status;
+}
+
+ee_status ee_enclave_compare(uint8_t *out, size_t out_cap, uint64_t query_id, uint16_t cek_id,
+                             int32_t type_code, int32_t op, const uint8_t *constant,
+                             size_t constant_len, const int32_t *offsets, size_t offsets_len,
+                             const uint8_t *data, size_t data_len, const uint8_t *validity,
+                             size_t validity_len, size_t validity_bit_offset, size_t count,
+                             const int32_t *right_offsets, size_t right_offsets_len,
+                             const uint8_t *right_data, size_t right_data_len,
+                             const uint8_t *right_validity, size_t right_validity_len,
+                             size_t right_validity_bit_offset, size_t right_count) {
+    return compare_rows(out, out_cap, 0, query_id, cek_id, type_code, op, constant, constant_len,
+                        offsets, offsets_len, data, data_len, validity, validity_len,
+                        validity_bit_offset, count, right_offsets, right_offsets_len, right_data,
+                        right_data_len, right_validity, right_validity_len,
+                        right_validity_bit_offset, right_count);
+}
+
+ee_status ee_enclave_compare_and(uint8_t *state, size_t state_len, uint64_t query_id,
+                                 uint16_t cek_id, int32_t type_code, int32_t op,
+                                 const uint8_t *constant, size_t constant_len,
+                                 const int32_t *offsets, size_t offsets_len, const uint8_t *data,
+                                 size_t data_len, const uint8_t *validity, size_t validity_len,
+                                 size_t validity_bit_offset, size_t count,
+                                 const int32_t *right_offsets, size_t right_offsets_len,
+                                 const uint8_t *right_data, size_t right_data_len,
+                                 const uint8_t *right_validity, size_t right_validity_len,
+                                 size_t right_validity_bit_offset, size_t right_count) {
+    if (state == NULL && count > 0) return EE_ERR_ARGUMENT;
+    return compare_rows(state, state_len, 1, query_id, cek_id, type_code, op, constant,
+                        constant_len, offsets, offsets_len, data, data_len, validity,
+                        validity_len, validity_bit_offset, count, right_offsets,
+                        right_offsets_len, right_data, right_data_len, right_validity,
+                        right_validity_len, right_validity_bit_offset, right_count);
+}
+
+ee_status ee_tristate_pack(uint8_t *out_values, size_t out_values_cap, uint8_t *out_validity,
+                           size_t out_validity_cap, size_t *out_null_count, const uint8_t *state,
+                           size_t count) {
+    size_t bytes = (count + 7) / 8;
+    if (out_null_count == NULL || (state == NULL && count > 0) ||
+        (bytes > 0 && (out_values == NULL || out_validity == NULL))) {
+        return EE_ERR_ARGUMENT;
+    }
+    if (out_values_cap < bytes || out_validity_cap < bytes) return EE_ERR_CAPACITY;
+    size_t nulls = 0;
+    for (size_t b = 0; b < bytes; b++) {
+        uint8_t values = 0, valid = 0;
+        size_t end = count - b * 8 < 8 ? count - b * 8 : 8;
+        for (size_t k = 0; k < end; k++) {
+            uint8_t v = state[b * 8 + k];
+            if (v > EE_NULL) return EE_ERR_ARGUMENT;
+            values |= (uint8_t)((v == EE_TRUE) << k);
+            valid |= (uint8_t)((v != EE_NULL) << k);
+            nulls += v == EE_NULL;
+        }
+        out_values[b] = values;
+        out_validity[b] = valid;
+    }
+    *out_null_count = nulls;
+    return EE_OK;
 }
 
 /* ---- RANK and GROUP -------------------------------------------------------------------------- */
@@ -656,7 +758,11 @@ ee_status ee_enclave_transform(uint8_t *out_data, size_t out_data_cap, size_t *o
         }
         deterministic = blob[2] == 1;
         uint16_t target_id = (uint16_t)(blob[0] | (blob[1] << 8));
-        status = ee_query_key(&target, query_id, target_id, EE_OP_ENCRYPT, type_code, NULL, 0);
+        /* The target's own grant names this source and mode; an ENCRYPT grant on the target
+         * would also admit host-chosen plaintexts, so it does not count here. */
+        const uint8_t source[3] = {(uint8_t)(cek_id & 0xff), (uint8_t)(cek_id >> 8), blob[2]};
+        status = ee_query_key(&target, query_id, target_id, EE_OP_REENCRYPT_TARGET, type_code,
+                              source, sizeof source);
         if (status != EE_OK) goto done;
     } else {
         if (constant_len > 1 || (constant_len == 1 && blob[0] != 1 && blob[0] != 2)) {

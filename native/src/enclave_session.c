@@ -236,7 +236,10 @@ static ee_status parse_blob(const uint8_t *blob, size_t len, int64_t *counter,
         memcpy(grant->constant_hash, entry + 4, 32);
         int known_key = 0;
         for (size_t k = 0; k < key_count; k++) known_key |= keys[k].cek_id == grant->cek_id;
-        if (!known_key || grant->op < EE_OP_EQ || grant->op > EE_OP_ENCRYPT ||
+        int known_op = (grant->op >= EE_OP_EQ && grant->op <= EE_OP_ENCRYPT) ||
+                       grant->op == EE_OP_SUM_EXPR || grant->op == EE_OP_AVG_EXPR ||
+                       grant->op == EE_OP_REENCRYPT_TARGET || grant->op == EE_OP_TOP_K;
+        if (!known_key || !known_op ||
             !ee_type_known(grant->type_code)) {
             goto fail;
         }

@@ -1,11 +1,14 @@
 /* enclave_test_support.h: a C stand-in for the client of the enclave, for tests and the fuzzer.
  *
  * It opens a session with its own OpenSSL ECDH key, parses the evidence, derives the session key
- * on the client side, and seals packages with the independent EVP cell oracle of test_support.h.
- * It shares no code with the enclave sources beyond the public header.
+ * on the client side, and seals packages with the independent EVP cell oracle of test_support.h;
+ * it also begins queries, builds Arrow binary arrays of oracle cells, and removes a test's
+ * platform folder. It shares no code with the enclave sources beyond the public header.
  */
 #ifndef ENCLAVESQL_ENCLAVE_TEST_SUPPORT_H
 #define ENCLAVESQL_ENCLAVE_TEST_SUPPORT_H
+
+#include <unistd.h>
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -143,12 +146,61 @@ static inline size_t test_seal(const test_client *c, uint64_t session_id, const 
     return 8 + oracle_cell(c->session_key, blob, blob_len, iv, 0, package + 8);
 }
 
+/* Begins a query of `statement` with a fresh package: the CEKs get ids 1..key_count in order,
+ * and the grants are as given. *query gets the query id (0 when refused); returns the status. */
+static inline ee_status test_begin_query(test_client *c, const char *statement,
+                                         const uint8_t (*ceks)[32], size_t key_count,
+                                         const test_grant *grants, size_t grant_count,
+                                         uint64_t *query) {
+    static uint8_t blob[65536], package[66000];
+    uint16_t ids[16];
+    if (key_count > 16) return EE_ERR_ARGUMENT;
+    for (size_t k = 0; k < key_count; k++) ids[k] = (uint16_t)(k + 1);
+    size_t blob_len =
+        test_blob(blob, ++c->counter, statement, ids, ceks, key_count, grants, grant_count);
+    size_t package_len = test_seal(c, c->session_id, blob, blob_len, package);
+    uint8_t hash[32];
+    test_statement_hash(statement, hash);
+    *query = 0;
+    return ee_enclave_begin_query(query, c->session_id, package, package_len, hash, 32);
+}
+
 /* A randomized oracle cell of one plaintext; returns its length. */
 static inline size_t test_cell(const uint8_t cek[32], const void *pt, size_t pt_len,
                                uint8_t *cell) {
     uint8_t iv[16];
     RAND_bytes(iv, sizeof iv);
     return oracle_cell(cek, pt, pt_len, iv, 0, cell);
+}
+
+/* Appends row `row` to an Arrow binary array built in offsets, data and validity (the validity
+ * bitmap zeroed beforehand): a cell of pt under cek, or pt's bytes as they are when cek is NULL,
+ * or a null row when pt is NULL. Returns the data length after the row. */
+static inline size_t test_append_row(int32_t *offsets, uint8_t *data, size_t len,
+                                     uint8_t *validity, size_t row, const uint8_t *cek,
+                                     const void *pt, size_t pt_len) {
+    if (pt != NULL) {
+        validity[row / 8] |= (uint8_t)(1u << (row % 8));
+        if (cek != NULL) {
+            len += test_cell(cek, pt, pt_len, data + len);
+        } else {
+            memcpy(data + len, pt, pt_len);
+            len += pt_len;
+        }
+    }
+    offsets[row + 1] = (int32_t)len;
+    return len;
+}
+
+/* Removes the platform key pair an enclave test or fuzz run left in dir (a mkdtemp folder of its
+ * own), then the folder, so that runs leave nothing behind in /tmp. */
+static inline void test_remove_platform_dir(const char *dir) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/platform_key.pem", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/platform_key.pub.pem", dir);
+    unlink(path);
+    rmdir(dir);
 }
 
 #endif

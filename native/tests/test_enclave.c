@@ -41,14 +41,8 @@ static void cells_free(cells *c) { free(c->data); }
 
 /* Appends a cell of pt (NULL pt: a null row). */
 static void cells_add(cells *c, const uint8_t cek[32], const void *pt, size_t pt_len) {
-    size_t row = c->count++;
-    if (pt == NULL) {
-        c->has_nulls = 1;
-    } else {
-        c->validity[row / 8] |= (uint8_t)(1u << (row % 8));
-        c->len += test_cell(cek, pt, pt_len, c->data + c->len);
-    }
-    c->offsets[row + 1] = (int32_t)c->len;
+    if (pt == NULL) c->has_nulls = 1;
+    c->len = test_append_row(c->offsets, c->data, c->len, c->validity, c->count++, cek, pt, pt_len);
 }
 
 static void cells_int(cells *c, const uint8_t cek[32], const int64_t *v) {
@@ -69,18 +63,11 @@ static size_t int_cell(const uint8_t cek[32], int64_t v, uint8_t *out) {
 }
 
 static uint64_t begin(test_client *c, const test_grant *grants, size_t grant_count) {
-    static uint8_t blob[65536], package[66000];
-    uint16_t ids[2] = {1, 2};
     uint8_t ceks[2][32];
     memcpy(ceks[0], CEK1, 32);
     memcpy(ceks[1], CEK2, 32);
-    size_t blob_len = test_blob(blob, ++c->counter, STATEMENT, ids, ceks, 2, grants, grant_count);
-    size_t package_len = test_seal(c, c->session_id, blob, blob_len, package);
-    uint8_t hash[32];
-    test_statement_hash(STATEMENT, hash);
     uint64_t query = 0;
-    ee_status s = ee_enclave_begin_query(&query, c->session_id, package, package_len, hash, 32);
-    CHECK(s == EE_OK);
+    CHECK(test_begin_query(c, STATEMENT, ceks, 2, grants, grant_count, &query) == EE_OK);
     return query;
 }
 
@@ -601,9 +588,11 @@ static void test_aggregates(test_client *c) {
 
 static void test_transform(test_client *c) {
     uint8_t reencrypt[3] = {2, 0, EE_CELL_DETERMINISTIC};
+    uint8_t from_key1[3] = {1, 0, EE_CELL_DETERMINISTIC};
     test_grant grants[] = {{1, EE_OP_REENCRYPT, EE_TYPE_BYTES, reencrypt, 3},
+                           {2, EE_OP_REENCRYPT_TARGET, EE_TYPE_BYTES, from_key1, 3},
                            {2, EE_OP_ENCRYPT, EE_TYPE_BYTES, NULL, 0}};
-    uint64_t q = begin(c, grants, 2);
+    uint64_t q = begin(c, grants, 3);
     cells col;
     cells_init(&col);
     cells_add(&col, CEK1, "hello", 5);
@@ -631,6 +620,56 @@ static void test_transform(test_client *c) {
     CHECK(out_len == 65);
     cells_free(&col);
     CHECK(ee_enclave_end_query(q) == EE_OK);
+}
+
+/* REENCRYPT's target needs its own REENCRYPT_TARGET entry for this source and mode; ENCRYPT on
+ * the target does not stand in for it, and the target entry allows no ENCRYPT (no host-chosen
+ * plaintext goes under the target key) and no call of its own. */
+static void test_reencrypt_target_authorization(test_client *c) {
+    uint8_t deterministic[3] = {2, 0, EE_CELL_DETERMINISTIC};
+    uint8_t randomized[3] = {2, 0, EE_CELL_RANDOMIZED};
+    uint8_t from_key1[3] = {1, 0, EE_CELL_DETERMINISTIC};
+    cells col;
+    cells_init(&col);
+    cells_add(&col, CEK1, "hello", 5);
+    uint8_t out[512];
+    int64_t offsets[4];
+    size_t out_len = 0;
+    int32_t pt_offsets[2] = {0, 3};
+
+    /* ENCRYPT on the target only: REENCRYPT is refused. */
+    test_grant encrypt_only[] = {{1, EE_OP_REENCRYPT, EE_TYPE_BYTES, deterministic, 3},
+                                 {2, EE_OP_ENCRYPT, EE_TYPE_BYTES, NULL, 0}};
+    uint64_t q = begin(c, encrypt_only, 2);
+    CHECK(ee_enclave_transform(out, sizeof out, &out_len, offsets, 2, q, 1, EE_TYPE_BYTES,
+                               EE_OP_REENCRYPT, deterministic, 3, ROWS(&col)) ==
+          EE_ERR_NOT_AUTHORIZED);
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+
+    /* The target entry of a rotation: REENCRYPT works, ENCRYPT under the target does not, in
+     * either mode, nor does a call with the authorization-only code or another mode. */
+    test_grant rotation[] = {{1, EE_OP_REENCRYPT, EE_TYPE_BYTES, deterministic, 3},
+                             {1, EE_OP_REENCRYPT, EE_TYPE_BYTES, randomized, 3},
+                             {2, EE_OP_REENCRYPT_TARGET, EE_TYPE_BYTES, from_key1, 3}};
+    q = begin(c, rotation, 3);
+    CHECK(ee_enclave_transform(out, sizeof out, &out_len, offsets, 2, q, 1, EE_TYPE_BYTES,
+                               EE_OP_REENCRYPT, deterministic, 3, ROWS(&col)) == EE_OK);
+    CHECK(ee_enclave_transform(out, sizeof out, &out_len, offsets, 2, q, 1, EE_TYPE_BYTES,
+                               EE_OP_REENCRYPT, randomized, 3, ROWS(&col)) ==
+          EE_ERR_NOT_AUTHORIZED);
+    uint8_t mode_byte = EE_CELL_DETERMINISTIC;
+    CHECK(ee_enclave_transform(out, sizeof out, &out_len, offsets, 2, q, 2, EE_TYPE_BYTES,
+                               EE_OP_ENCRYPT, NULL, 0, pt_offsets, 2, (const uint8_t *)"abc", 3,
+                               NULL, 0, 0, 1) == EE_ERR_NOT_AUTHORIZED);
+    CHECK(ee_enclave_transform(out, sizeof out, &out_len, offsets, 2, q, 2, EE_TYPE_BYTES,
+                               EE_OP_ENCRYPT, &mode_byte, 1, pt_offsets, 2,
+                               (const uint8_t *)"abc", 3, NULL, 0, 0,
+                               1) == EE_ERR_NOT_AUTHORIZED);
+    CHECK(ee_enclave_transform(out, sizeof out, &out_len, offsets, 2, q, 2, EE_TYPE_BYTES,
+                               EE_OP_REENCRYPT_TARGET, from_key1, 3, ROWS(&col)) ==
+          EE_ERR_ARGUMENT);
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+    cells_free(&col);
 }
 
 /* Many rows: more than one decrypt chunk, against values computed here. */
@@ -673,6 +712,84 @@ static void test_large_batch(test_client *c) {
     CHECK(ee_enclave_end_query(q) == EE_OK);
 }
 
+/* ---- conjunctions (ee_enclave_compare_and, ee_tristate_pack) -------------------------------- */
+
+static void test_compare_and(test_client *c) {
+    uint8_t five[80], ten[80];
+    size_t five_len = int_cell(CEK1, 5, five), ten_len = int_cell(CEK1, 10, ten);
+    test_grant grants[] = {
+        {1, EE_OP_GE, EE_TYPE_INT64, five, five_len},
+        {1, EE_OP_LT, EE_TYPE_INT64, ten, ten_len},
+    };
+    uint64_t q = begin(c, grants, 2);
+    cells x, y;
+    cells_init(&x);
+    cells_init(&y);
+    /* Rows: x >= 5 gives T, F, NULL, T, NULL, F; y < 10 gives T, T, F, NULL, NULL, NULL. */
+    int64_t xs[6] = {7, 1, 0, 9, 0, 2}, ys[6] = {3, 4, 12, 0, 0, 0};
+    for (int i = 0; i < 6; i++) {
+        cells_int(&x, CEK1, i == 2 || i == 4 ? NULL : &xs[i]);
+        cells_int(&y, CEK1, i >= 3 ? NULL : &ys[i]);
+    }
+    uint8_t state[8];
+    memset(state, EE_TRUE, sizeof state);
+    CHECK(ee_enclave_compare_and(state, 8, q, 1, EE_TYPE_INT64, EE_OP_GE, five, five_len,
+                                 ROWS(&x), NO_ROWS) == EE_OK);
+    uint8_t first[6] = {EE_TRUE, EE_FALSE, EE_NULL, EE_TRUE, EE_NULL, EE_FALSE};
+    CHECK(memcmp(state, first, 6) == 0);
+    CHECK(ee_enclave_compare_and(state, 8, q, 1, EE_TYPE_INT64, EE_OP_LT, ten, ten_len,
+                                 ROWS(&y), NO_ROWS) == EE_OK);
+    /* SQL's AND: T.T=T, F.T=F, NULL.F=F, T.NULL=NULL, NULL.NULL=NULL, F.NULL=F. */
+    uint8_t both[6] = {EE_TRUE, EE_FALSE, EE_FALSE, EE_NULL, EE_NULL, EE_FALSE};
+    CHECK(memcmp(state, both, 6) == 0);
+
+    /* Short-circuit: a tampered y cell in a row already FALSE is never read ... */
+    y.data[y.offsets[1] + 50] ^= 1;
+    memcpy(state, first, 6);
+    CHECK(ee_enclave_compare_and(state, 8, q, 1, EE_TYPE_INT64, EE_OP_LT, ten, ten_len,
+                                 ROWS(&y), NO_ROWS) == EE_OK);
+    CHECK(memcmp(state, both, 6) == 0);
+    /* ... but in a live row (TRUE, or NULL: not FALSE) it fails authentication, state zeroed. */
+    memset(state, EE_TRUE, 6);
+    CHECK(ee_enclave_compare_and(state, 8, q, 1, EE_TYPE_INT64, EE_OP_LT, ten, ten_len,
+                                 ROWS(&y), NO_ROWS) == EE_ERR_AUTH);
+    CHECK(state[0] == 0 && state[3] == 0);
+    memset(state, EE_NULL, 6);
+    CHECK(ee_enclave_compare_and(state, 8, q, 1, EE_TYPE_INT64, EE_OP_LT, ten, ten_len,
+                                 ROWS(&y), NO_ROWS) == EE_ERR_AUTH);
+    y.data[y.offsets[1] + 50] ^= 1;
+    /* Each conjunct is authorized on its own, even when every row is already FALSE. */
+    memset(state, EE_FALSE, 6);
+    CHECK(ee_enclave_compare_and(state, 8, q, 1, EE_TYPE_INT64, EE_OP_GT, ten, ten_len,
+                                 ROWS(&y), NO_ROWS) == EE_ERR_NOT_AUTHORIZED);
+    /* A state byte that is no result, a short state, a NULL state. */
+    memset(state, EE_TRUE, 6);
+    state[4] = 3;
+    CHECK(ee_enclave_compare_and(state, 8, q, 1, EE_TYPE_INT64, EE_OP_GE, five, five_len,
+                                 ROWS(&x), NO_ROWS) == EE_ERR_ARGUMENT);
+    CHECK(ee_enclave_compare_and(state, 5, q, 1, EE_TYPE_INT64, EE_OP_GE, five, five_len,
+                                 ROWS(&x), NO_ROWS) == EE_ERR_CAPACITY);
+    CHECK(ee_enclave_compare_and(NULL, 0, q, 1, EE_TYPE_INT64, EE_OP_GE, five, five_len,
+                                 ROWS(&x), NO_ROWS) == EE_ERR_ARGUMENT);
+
+    /* Packing into Arrow's boolean layout: values bit for TRUE, validity bit unless NULL. */
+    uint8_t values[2], validity[2];
+    size_t nulls = 99;
+    uint8_t nine[9] = {EE_TRUE, EE_FALSE, EE_NULL, EE_TRUE, EE_NULL,
+                       EE_FALSE, EE_TRUE, EE_TRUE, EE_NULL};
+    CHECK(ee_tristate_pack(values, 2, validity, 2, &nulls, nine, 9) == EE_OK);
+    CHECK(values[0] == 0xC9 && values[1] == 0x00);
+    CHECK(validity[0] == 0xEB && validity[1] == 0x00 && nulls == 3);
+    CHECK(ee_tristate_pack(values, 1, validity, 2, &nulls, nine, 9) == EE_ERR_CAPACITY);
+    nine[8] = 7;
+    CHECK(ee_tristate_pack(values, 2, validity, 2, &nulls, nine, 9) == EE_ERR_ARGUMENT);
+    CHECK(ee_tristate_pack(NULL, 0, NULL, 0, &nulls, NULL, 0) == EE_OK && nulls == 0);
+
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+    cells_free(&x);
+    cells_free(&y);
+}
+
 int main(void) {
     snprintf(platform_dir, sizeof platform_dir, "/tmp/ee_platform_XXXXXX");
     if (mkdtemp(platform_dir) == NULL) return 1;
@@ -687,10 +804,12 @@ int main(void) {
         test_client c;
         CHECK(test_open(&c, platform_dir) == EE_OK);
         test_compare_and_authorization(&c);
+        test_compare_and(&c);
         test_like(&c);
         test_rank_orders(&c);
         test_aggregates(&c);
         test_transform(&c);
+        test_reencrypt_target_authorization(&c);
         test_large_batch(&c);
         CHECK(ee_enclave_close_session(c.session_id) == EE_OK);
         /* Every scratch buffer went back through the wiping free, on every path above. */
@@ -699,12 +818,7 @@ int main(void) {
                test_failures == before ? "ok" : "FAILED");
     }
     if (ee_cell_select_impl(EE_IMPL_AUTO) != EE_OK) test_failures++;
-    char path[128];
-    snprintf(path, sizeof path, "%s/platform_key.pem", platform_dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/platform_key.pub.pem", platform_dir);
-    unlink(path);
-    rmdir(platform_dir);
+    test_remove_platform_dir(platform_dir);
     printf("%d failure(s)\n", test_failures);
     return test_failures == 0 ? 0 : 1;
 }

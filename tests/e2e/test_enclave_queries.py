@@ -18,7 +18,6 @@ import pytest
 import engine
 from engine.client.client import Client
 from engine.client.enclave_session import InsecureEnclaveWarning
-from engine.client.keystores import build_registry
 from engine.client.normalization import normalize
 from engine.connection import Connection
 from engine.errors import (
@@ -29,16 +28,12 @@ from engine.errors import (
 )
 from engine.host.host import Host
 from engine.host.recording import RecordingHost
+from tests.support.enclave_e2e import RANDOMIZED
+from tests.support.enclave_e2e import quiet_fetchall as _quiet
+from tests.support.keys import ENCLAVE_KEYS
 
-RANDOMIZED = (
-    "ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = cek_e, ENCRYPTION_TYPE = RANDOMIZED, "
-    "ALGORITHM = 'AEAD_AES_256_CBC_HMAC_SHA_256')"
-)
 SETUP = (
-    "CREATE COLUMN MASTER KEY cmk_e WITH (KEY_STORE_PROVIDER_NAME = 'PEM_FILE', "
-    "KEY_PATH = 'cmk.pem', ENCLAVE_COMPUTATIONS)",
-    "CREATE COLUMN ENCRYPTION KEY cek_e WITH VALUES (COLUMN_MASTER_KEY = cmk_e, "
-    "ALGORITHM = 'RSA_OAEP')",
+    *ENCLAVE_KEYS,
     f"CREATE TABLE t (id INTEGER, amount BIGINT {RANDOMIZED}, name VARCHAR {RANDOMIZED})",
 )
 ROWS = [
@@ -47,13 +42,6 @@ ROWS = [
     (3, None, None),
     (4, -5, "zeta"),
 ]
-
-
-@pytest.fixture(scope="module")
-def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("keys")
-    build_registry(key_directory=directory).get("PEM_FILE").generate_key("cmk.pem", key_size=2048)
-    return directory
 
 
 @pytest.fixture(autouse=True)
@@ -77,12 +65,6 @@ def con(tmp_path: Path, key_dir: Path) -> Iterator[Connection]:
     _setup(connection)
     yield connection
     connection.close()
-
-
-def _quiet(connection: Connection, sql: str, parameters: Any = None) -> list[tuple[Any, ...]]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureEnclaveWarning)
-        return connection.execute(sql, parameters).fetchall()
 
 
 def test_the_session_opens_on_the_first_enclave_query_and_warns_once(con: Connection) -> None:
@@ -116,6 +98,7 @@ class _Attacker:
     def __init__(self, gateway: Any) -> None:
         self.gateway = gateway
         self.real = gateway.compare
+        self.real_filter = gateway.filter
         self.refused: list[str] = []
         self.query_ids: list[int] = []
 
@@ -136,11 +119,18 @@ class _Attacker:
                 self.refused.append(name)
         return self.real(query_id, cek_id, type_code, operator, *rest)
 
+    def filter(self, query_id: int, predicates: Any, columns: Any) -> Any:
+        # The one-call-per-conjunction path: the same attempts, through the same gateway.
+        for (cek_id, type_code, operator, constant), cells in zip(predicates, columns, strict=True):
+            self.compare(query_id, cek_id, type_code, operator, constant, cells)
+        return self.real_filter(query_id, predicates, columns)
+
 
 def test_the_host_cannot_reuse_an_authorization_for_another_constant(con: Connection) -> None:
     gateway = con._host.enclave_gateway()  # type: ignore[attr-defined]
     attacker = _Attacker(gateway)
-    gateway.compare = attacker.compare  # the UDFs look the method up on every call
+    gateway.compare = attacker.compare  # the UDFs look the methods up on every call
+    gateway.filter = attacker.filter
     assert _quiet(con, "SELECT id FROM t WHERE amount > ? ORDER BY id", [0]) == [(1,), (2,)]
     assert attacker.refused and set(attacker.refused) == {"other constant", "other operator"}
     # After the statement the query context is gone: the same call is refused as well.

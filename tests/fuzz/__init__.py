@@ -44,6 +44,12 @@ TARGETS: tuple[Target, ...] = (
     Target("codec", "tests.fuzz.cell_codec", ("tests.unit.test_codec_fuzz", "tests.fuzz"), 400),
     Target("cell_keys", "tests.fuzz.cell_round_trip", ("enclave.binding", "tests.fuzz"), 600),
     Target("enclave", "tests.fuzz.enclave_header", ("enclave.binding", "tests.fuzz"), 2048),
+    Target(
+        "enclave_expression",
+        "tests.fuzz.enclave_expression",
+        ("enclave.binding", "engine.client.enclave_package", "tests.fuzz"),
+        1024,
+    ),
     Target("selftest_crash", "tests.fuzz.selftest_crash", ("tests.fuzz",), 64, default=False),
 )
 
@@ -59,7 +65,7 @@ def target_named(name: str) -> Target:
     Traceback (most recent call last):
     ...
     KeyError: "no fuzz target 'nope'; known: sql, envelope, evidence, token, codec, cell_keys, \
-enclave, selftest_crash"
+enclave, enclave_expression, selftest_crash"
     """
     for target in TARGETS:
         if target.name == name:

@@ -25,6 +25,8 @@ from engine.client.enclave_package import (
     in_constant,
     like_constant,
     reencrypt_constant,
+    reencrypt_target_constant,
+    top_k_constant,
 )
 from tests.support.enclave_harness import Client, seal, statement_hash
 
@@ -44,7 +46,7 @@ TEXT_CELLS: list[bytes] = [
 ]
 CELLS = INT_CELLS + TEXT_CELLS
 TYPE_CODES = (binding.TYPE_INT64, binding.TYPE_UTF8, binding.TYPE_BYTES, 0, 99)
-OPERATORS = tuple(range(0, 20))
+OPERATORS = (*range(0, 20), binding.OP_TOP_K)
 
 # The first byte picks the input kind.
 RAW_PACKAGE, SEALED_BLOB, FLIPPED_PACKAGE, OPERATOR_CALL = range(4)
@@ -89,6 +91,11 @@ def _constant(provider: atheris.FuzzedDataProvider, operator: int) -> bytes:
         return like_constant(comparand, "!" if provider.ConsumeBool() else None)
     if operator == binding.OP_REENCRYPT:
         return reencrypt_constant(OTHER_CEK_ID, provider.ConsumeIntInRange(1, 2))
+    if operator == binding.OP_TOP_K:
+        k = provider.ConsumeIntInRange(0, 12) if provider.ConsumeBool() else 2**64 - 1
+        return top_k_constant(
+            k, descending=provider.ConsumeBool(), nulls_first=provider.ConsumeBool()
+        )
     if operator == binding.OP_ENCRYPT:
         return bytes([provider.ConsumeIntInRange(1, 2)]) if provider.ConsumeBool() else b""
     return b""
@@ -111,6 +118,9 @@ def _call(
         result = binding.enclave_compare(
             query_id, cek_id, type_code, operator, constant, cells, right
         )
+        assert len(result) == len(rows)
+    elif operator == binding.OP_TOP_K:
+        result = binding.enclave_top_k(query_id, cek_id, type_code, constant, cells)
         assert len(result) == len(rows)
     elif operator in (binding.OP_RANK, binding.OP_GROUP):
         call = binding.enclave_rank if operator == binding.OP_RANK else binding.enclave_group
@@ -174,6 +184,8 @@ def test_one_input(data: bytes) -> None:
             ):  # most calls are authorized, to reach the operators
                 grants.append((CEK_ID, operator, type_code, constant))
             grants.append((OTHER_CEK_ID, binding.OP_ENCRYPT, binding.TYPE_INT64, b""))
+            target = reencrypt_target_constant(CEK_ID, provider.ConsumeIntInRange(1, 2))
+            grants.append((OTHER_CEK_ID, binding.OP_REENCRYPT_TARGET, type_code, target))
             package = SESSION.package(STATEMENT, [(CEK_ID, CEK), (OTHER_CEK_ID, OTHER_CEK)], grants)
             query_id = binding.begin_query(SESSION.session_id, package, statement_hash(STATEMENT))
             try:

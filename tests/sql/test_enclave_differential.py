@@ -7,21 +7,16 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import warnings
-from collections.abc import Iterator
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.client.enclave_session import InsecureEnclaveWarning
-from engine.client.keystores import build_registry
-from tests.sql.differential import Differential, normalize_rows
-
-ENC = (
-    "ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = cek_enclave, ENCRYPTION_TYPE = RANDOMIZED, "
-    "ALGORITHM = 'AEAD_AES_256_CBC_HMAC_SHA_256')"
+from tests.sql.differential import Differential
+from tests.support.enclave_differential import (
+    assert_same_answers,
+    create_on_both,
 )
+
 _TYPES = {
     "BIGINT": st.integers(-(2**40), 2**40),
     "VARCHAR": st.text(alphabet="aAbé漢😀 %_-", max_size=5),
@@ -31,21 +26,6 @@ _TYPES = {
 }
 _NUMERIC = {"BIGINT", "DECIMAL(9,3)"}
 _tables = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Differential]:
-    directory = tmp_path_factory.mktemp("enclave_property")
-    keys = tmp_path_factory.mktemp("enclave_property_keys")
-    provider = build_registry(key_directory=keys).get("PEM_FILE")
-    for name in ("cmk1.pem", "cmk_enclave.pem"):
-        provider.generate_key(name, key_size=2048)
-    key_files = {name: keys / name for name in ("cmk1.pem", "cmk_enclave.pem")}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ENCLAVESQL_PLATFORM_DIR", str(directory / "platform"))
-        differential = Differential(directory, key_files, attestation_protocol="none")
-        yield differential
-        differential.close()
 
 
 def _predicate(draw: st.DrawFn, type_name: str, domain: list[object]) -> tuple[str, list[object]]:
@@ -98,18 +78,9 @@ def test_random_enclave_predicates_and_aggregates_match(
 ) -> None:
     type_name, rows, predicate, params = case
     table = f"enclave_prop_{next(_tables)}"
-    harness.connection.execute(
-        f"CREATE TABLE {table} (id INTEGER, g INTEGER, v {type_name} {ENC}, w {type_name} {ENC})"
-    )
-    harness.oracle.execute(
-        f"CREATE TABLE {table} (id INTEGER, g INTEGER, v {type_name}, w {type_name})"
-    )
-    numbered = [(number, *row) for number, row in enumerate(rows)]
-    if numbered:
-        harness.connection.cursor().executemany(
-            f"INSERT INTO {table} VALUES (?, ?, ?, ?)", numbered
-        )
-        harness.oracle.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", numbered)
+    columns = [("id", "INTEGER", False), ("g", "INTEGER", False)]
+    columns += [("v", type_name, True), ("w", type_name, True)]
+    create_on_both(harness, table, columns, [(number, *row) for number, row in enumerate(rows)])
     queries = [(f"SELECT id FROM {table} WHERE {predicate}", params)]
     aggregates = "MIN(v), MAX(v), COUNT(DISTINCT v), COUNT(v)"
     if type_name in _NUMERIC:
@@ -125,10 +96,4 @@ def test_random_enclave_predicates_and_aggregates_match(
     queries.append((f"SELECT id, v FROM {table} WHERE {predicate} ORDER BY v DESC, id", params))
     queries.append((f"SELECT a.id, b.id FROM {table} AS a JOIN {table} AS b ON a.v = b.w", []))
     queries.append((f"SELECT DISTINCT w FROM {table}", []))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureEnclaveWarning)
-        for sql, values in queries:
-            ours = harness.connection.execute(sql, values).fetchall()
-            theirs = harness.oracle.execute(sql, values).fetchall()
-            ordered = "ORDER BY" in sql
-            assert normalize_rows(ours, ordered) == normalize_rows(theirs, ordered), (sql, values)
+    assert_same_answers(harness, queries)

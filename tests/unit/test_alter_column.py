@@ -396,3 +396,76 @@ def test_any_sequence_of_changes_keeps_the_values(
                 "ALTER TABLE t ALTER COLUMN v VARCHAR", allow_decryption=True, batch_rows=batch_rows
             )
         assert _encryption(con) is None and _values(con) == expected
+
+
+def _compressions(con: engine.Connection) -> set[str]:
+    rows = con._host._con.execute(
+        "SELECT DISTINCT compression FROM pragma_storage_info('t') "
+        "WHERE column_name = 'v' AND segment_type <> 'VALIDITY'"
+    ).fetchall()
+    return {name for (name,) in rows}
+
+
+def _compression_setting(con: engine.Connection) -> str:
+    return str(con.execute("SELECT current_setting('force_compression')").fetchone()[0])
+
+
+def test_new_cells_are_checkpointed_uncompressed_and_the_setting_is_put_back(
+    con: engine.Connection,
+) -> None:
+    # Ten distinct values: DuckDB would store them with a dictionary if it tried.
+    _fill(con, "VARCHAR", "'value ' || (i % 10)::VARCHAR", rows=3000)
+    con._host._con.execute("SET checkpoint_threshold = '1KB'")  # every commit checkpoints
+    con.execute(f"ALTER TABLE t ALTER COLUMN v VARCHAR {ENC.format('cek1', 'DETERMINISTIC')}")
+    assert _compressions(con) == {"Uncompressed"}
+    assert _compression_setting(con) == "auto"
+    # A setting of the user's own survives a rotation, also one that fails.
+    con.execute("SET force_compression = 'dictionary'")
+    rotate_cek(con, "t", "v", "cek2")
+    assert _compression_setting(con) == "dictionary"
+    con._host._con.execute("UPDATE t SET v = unhex('00') WHERE id = 0")
+    with pytest.raises(errors.CellAuthenticationError):
+        rotate_cek(con, "t", "v", "cek1")
+    assert _compression_setting(con) == "dictionary"
+    con.execute("SET force_compression = 'auto'")
+    # Plaintext that comes back out is left to DuckDB's compression.
+    con._host._con.execute("UPDATE t SET v = NULL WHERE id = 0")
+    with pytest.warns(PlaintextColumnWarning):
+        con.alter_column_encryption("ALTER TABLE t ALTER COLUMN v VARCHAR", allow_decryption=True)
+    assert "Uncompressed" not in _compressions(con)
+    assert _values(con)[1:] == _values(con, "oracle")[1:]
+
+
+def test_ctrl_c_inside_the_transform_comes_out_as_itself_and_changes_nothing() -> None:
+    import pyarrow as pa
+
+    from engine.host.column_rewrite import rewrite_column
+
+    raw = duckdb.connect()
+    raw.execute(
+        "CREATE TABLE t AS SELECT range::INTEGER AS id, range::VARCHAR::BLOB AS v FROM range(9000)"
+    )
+    before = raw.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+    calls: list[int] = []
+
+    def transform(values: pa.Array) -> pa.Array:
+        calls.append(len(values))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return values
+
+    raw.execute("BEGIN")
+    with pytest.raises(KeyboardInterrupt):
+        rewrite_column(
+            raw,
+            "t",
+            "v",
+            storage_type="BLOB",
+            read_type=None,
+            transform=transform,
+            batch_rows=100_000,
+        )
+    raw.execute("ROLLBACK")
+    assert raw.execute("SELECT id, v FROM t ORDER BY id").fetchall() == before
+    columns = raw.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 't'")
+    assert [c for (c,) in columns.fetchall()] == ["id", "v"]

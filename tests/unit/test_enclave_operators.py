@@ -480,7 +480,7 @@ def test_reencrypt_moves_cells_to_the_target_key(client: Client, mode: int) -> N
     constant = struct.pack("<HB", 2, mode)
     grants = [
         (1, binding.OP_REENCRYPT, kind.type_code, constant),
-        (2, binding.OP_ENCRYPT, kind.type_code, b""),
+        (2, binding.OP_REENCRYPT_TARGET, kind.type_code, struct.pack("<HB", 1, mode)),
     ]
     query = client.begin("ALTER", [(1, CEK), (2, OTHER_CEK)], grants)
     try:
@@ -492,14 +492,60 @@ def test_reencrypt_moves_cells_to_the_target_key(client: Client, mode: int) -> N
     assert moved.equals(deterministic) == (mode == binding.MODE_DETERMINISTIC)
 
 
-def test_reencrypt_needs_the_target_authorized_for_encrypt(client: Client) -> None:
+@pytest.mark.parametrize(
+    "target_grant",
+    [
+        None,
+        # ENCRYPT on the target no longer stands in for the target's own entry.
+        (binding.OP_ENCRYPT, b""),
+        # A target entry for another source key, or for the other mode.
+        (binding.OP_REENCRYPT_TARGET, struct.pack("<HB", 3, binding.MODE_RANDOMIZED)),
+        (binding.OP_REENCRYPT_TARGET, struct.pack("<HB", 1, binding.MODE_DETERMINISTIC)),
+    ],
+    ids=["none", "encrypt", "other-source", "other-mode"],
+)
+def test_reencrypt_needs_the_targets_own_entry(
+    client: Client, target_grant: tuple[int, bytes] | None
+) -> None:
     kind = KINDS[0]
     constant = struct.pack("<HB", 2, binding.MODE_RANDOMIZED)
     grants = [(1, binding.OP_REENCRYPT, kind.type_code, constant)]
-    query = client.begin("ALTER", [(1, CEK), (2, OTHER_CEK)], grants)
+    keys = [(1, CEK), (2, OTHER_CEK), (3, os.urandom(32))]
+    if target_grant is not None:
+        grants.append((2, target_grant[0], kind.type_code, target_grant[1]))
+    query = client.begin("ALTER", keys, grants)
     try:
         with pytest.raises(OperationalError, match="did not authorize"):
             binding.enclave_reencrypt(query, 1, kind.type_code, constant, column(kind, [1]))
+    finally:
+        binding.end_query(query)
+
+
+@pytest.mark.parametrize("mode", [binding.MODE_DETERMINISTIC, binding.MODE_RANDOMIZED])
+def test_a_rotation_package_is_no_encryption_oracle(client: Client, mode: int) -> None:
+    """The host holds a re-encryption's package: it may move cells to the target key, but not
+    encrypt a plaintext of its choice under it (in either mode), nor call the target entry."""
+    from engine.client.normalization import normalize
+
+    kind = KINDS[9]
+    constant = struct.pack("<HB", 2, mode)
+    target_constant = struct.pack("<HB", 1, mode)
+    grants = [
+        (1, binding.OP_REENCRYPT, kind.type_code, constant),
+        (2, binding.OP_REENCRYPT_TARGET, kind.type_code, target_constant),
+    ]
+    guess = normalize(["a guess"], kind.sql_type)
+    query = client.begin("ALTER", [(1, CEK), (2, OTHER_CEK)], grants)
+    try:
+        binding.enclave_reencrypt(query, 1, kind.type_code, constant, column(kind, ["x"]))
+        for encrypt_constant in (b"", bytes([mode]), target_constant):
+            with pytest.raises(OperationalError, match="did not authorize"):
+                binding.enclave_encrypt(query, 2, kind.type_code, encrypt_constant, guess)
+        with pytest.raises(OperationalError, match="did not authorize"):
+            # Nor under the source key, nor by naming the target as REENCRYPT's source.
+            binding.enclave_encrypt(query, 1, kind.type_code, b"", guess)
+        with pytest.raises(OperationalError, match="did not authorize"):
+            binding.enclave_reencrypt(query, 2, kind.type_code, target_constant, guess)
     finally:
         binding.end_query(query)
 
@@ -563,7 +609,7 @@ def test_reencrypt_round_trips_every_type(kind: Kind, client: Client) -> None:
         constant = struct.pack("<HB", 2, mode)
         grants = [
             (1, binding.OP_REENCRYPT, kind.type_code, constant),
-            (2, binding.OP_ENCRYPT, kind.type_code, b""),
+            (2, binding.OP_REENCRYPT_TARGET, kind.type_code, struct.pack("<HB", 1, mode)),
         ]
         query = client.begin("ALTER", [(1, CEK), (2, OTHER_CEK)], grants)
         try:

@@ -265,7 +265,9 @@ def test_an_authorization_with_an_unknown_operator_or_type_is_refused() -> None:
 
 
 def test_codes_are_the_contract_numbers() -> None:
-    assert [int(op) for op in Operator] == list(range(1, 19))
+    assert [int(op) for op in Operator][:18] == list(range(1, 19))
+    # Authorization-only codes (package entries, never a call's operator) start at 64.
+    assert int(Operator.REENCRYPT_TARGET) == 64
     assert [op.name for op in Operator][:11] == [
         "EQ",
         "NE",
@@ -365,13 +367,20 @@ def test_grant_helpers_use_the_same_blobs() -> None:
     assert grants.compare("K", TypeCode.INT64, Operator.GE, cell).constant == cell
     assert grants.between("K", TypeCode.INT64, cell, cell).constant == between_constant(cell, cell)
     assert grants.like("K", TypeCode.UTF16LE, cell, "!").constant == like_constant(cell, "!")
-    source, target = grants.reencrypt("OLD", "NEW", 4, TypeCode.UTF8, MODE_DETERMINISTIC)
+    source, target = grants.reencrypt(
+        "OLD", "NEW", 4, TypeCode.UTF8, MODE_DETERMINISTIC, source_cek_id=0x0102
+    )
     assert (source.cek_name, source.operator, source.constant) == (
         "OLD",
         Operator.REENCRYPT,
         b"\x04\x00\x01",
     )
-    assert (target.cek_name, target.operator, target.constant) == ("NEW", Operator.ENCRYPT, b"")
+    # The target gets its own entry naming source and mode, and no ENCRYPT grant.
+    assert (target.cek_name, target.operator, target.constant) == (
+        "NEW",
+        Operator.REENCRYPT_TARGET,
+        b"\x02\x01\x01",
+    )
     with pytest.raises(ProgrammingError, match="comparison"):
         grants.compare("K", TypeCode.INT64, Operator.RANK, cell)
     with pytest.raises(ProgrammingError, match="aggregate"):
@@ -379,7 +388,7 @@ def test_grant_helpers_use_the_same_blobs() -> None:
     with pytest.raises(ProgrammingError, match="LIKE"):
         grants.like("K", TypeCode.INT64, cell)
     with pytest.raises(ProgrammingError, match="operator code"):
-        grants.Grant("K", 19, TypeCode.INT64)  # type: ignore[arg-type]
+        grants.Grant("K", 63, TypeCode.INT64)  # type: ignore[arg-type]
     with pytest.raises(ProgrammingError, match="type code"):
         grants.rank("K", 0)  # type: ignore[arg-type]
 

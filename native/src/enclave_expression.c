@@ -1,0 +1,480 @@
+/* enclave_expression.c: SUM and AVG of an arithmetic expression over several columns (5b of
+ * enclave.h).
+ *
+ * It parses and type-checks the authorized expression program, verifies and decrypts each
+ * encrypted slot chunk by chunk, evaluates the program per row in exact 128-bit fixed point (or
+ * FLOAT64), and returns one fresh randomized cell per group. It must never return, log or keep a
+ * decrypted value or a per-row result, and it refuses any program it cannot check completely.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "enclave_internal.h"
+
+#define CHUNK_ROWS 1024
+#define MAX_SCALE 38
+
+typedef __int128 i128;
+typedef unsigned __int128 u128;
+
+enum { SOURCE_ENCRYPTED = 1, SOURCE_PLAIN = 2 };
+enum {
+    CODE_SLOT = 1,
+    CODE_EXACT = 2,
+    CODE_FLOAT = 3,
+    CODE_ADD = 4,
+    CODE_SUB = 5,
+    CODE_MUL = 6,
+    CODE_NEG = 7
+};
+
+typedef struct expr_slot {
+    uint8_t source;
+    uint16_t cek_id;
+    int32_t type_code;
+    int scale;
+} expr_slot;
+
+typedef struct expr_insn {
+    uint8_t code;
+    uint8_t slot;
+    int scale;    /* CODE_EXACT: the literal's scale */
+    i128 exact;   /* CODE_EXACT: the literal's unscaled value */
+    double real;  /* CODE_FLOAT */
+} expr_insn;
+
+typedef struct expr_program {
+    size_t slot_count;
+    expr_slot slots[EE_EXPR_MAX_SLOTS];
+    size_t insn_count;
+    expr_insn insns[EE_EXPR_MAX_CODE];
+    int result_float;
+    int result_scale; /* the scale every row's exact value carries */
+} expr_program;
+
+/* One stack entry: an exact value (unscaled integer and scale) or a FLOAT64. */
+typedef struct expr_value {
+    int is_float;
+    int scale;
+    i128 exact;
+    double real;
+} expr_value;
+
+typedef struct expr_group {
+    i128 sum;
+    double float_sum;
+    int64_t count;
+} expr_group;
+
+static u128 ten_to(int exponent) {
+    u128 v = 1;
+    for (int i = 0; i < exponent; i++) v *= 10;
+    return v;
+}
+
+static int in_range(i128 v) {
+    u128 magnitude = v < 0 ? (u128)0 - (u128)v : (u128)v;
+    return magnitude < ten_to(38);
+}
+
+static uint64_t get_le(const uint8_t *p, size_t n) {
+    uint64_t v = 0;
+    for (size_t i = n; i > 0; i--) v = (v << 8) | p[i - 1];
+    return v;
+}
+
+static void put_le(uint8_t *p, u128 v, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static double as_double(const expr_value *v) {
+    if (v->is_float) return v->real;
+    return (double)v->exact / (double)ten_to(v->scale);
+}
+
+/* Parses the program and checks it completely before any cell is read: known codes, slot
+ * indexes in range, every slot used, a stack that never underflows and ends with one value,
+ * and exact scales that stay within DECIMAL(38). 0 on any fault. */
+static int parse_program(expr_program *p, const uint8_t *b, size_t len) {
+    memset(p, 0, sizeof *p);
+    if (len < 4 || b[0] != EE_EXPR_PROGRAM_VERSION) return 0;
+    p->slot_count = b[1];
+    if (p->slot_count == 0 || p->slot_count > EE_EXPR_MAX_SLOTS) return 0;
+    size_t at = 2;
+    int encrypted = 0;
+    for (size_t s = 0; s < p->slot_count; s++) {
+        if (len - at < 5) return 0;
+        expr_slot *slot = &p->slots[s];
+        slot->source = b[at];
+        slot->cek_id = (uint16_t)get_le(b + at + 1, 2);
+        slot->type_code = b[at + 3];
+        slot->scale = b[at + 4];
+        at += 5;
+        if (slot->source != SOURCE_ENCRYPTED && slot->source != SOURCE_PLAIN) return 0;
+        if ((slot->source == SOURCE_PLAIN) != (slot->cek_id == 0)) return 0;
+        if (slot->type_code != EE_TYPE_INT64 && slot->type_code != EE_TYPE_DECIMAL &&
+            slot->type_code != EE_TYPE_FLOAT64) {
+            return 0;
+        }
+        if (slot->scale > MAX_SCALE || (slot->type_code != EE_TYPE_DECIMAL && slot->scale != 0)) {
+            return 0;
+        }
+        encrypted |= slot->source == SOURCE_ENCRYPTED;
+    }
+    if (!encrypted || len - at < 2) return 0;
+    size_t code_len = get_le(b + at, 2);
+    at += 2;
+    if (code_len == 0 || code_len > EE_EXPR_MAX_CODE || len - at != code_len) return 0;
+
+    /* The static pass: a stack of (is_float, scale) mirrors what evaluation will push. */
+    int kinds[EE_EXPR_MAX_CODE], scales[EE_EXPR_MAX_CODE];
+    size_t depth = 0, end = at + code_len;
+    uint32_t used = 0;
+    while (at < end) {
+        if (p->insn_count == EE_EXPR_MAX_CODE) return 0;
+        expr_insn *insn = &p->insns[p->insn_count++];
+        insn->code = b[at++];
+        switch (insn->code) {
+        case CODE_SLOT:
+            if (end - at < 1 || b[at] >= p->slot_count) return 0;
+            insn->slot = b[at++];
+            used |= 1u << insn->slot;
+            kinds[depth] = p->slots[insn->slot].type_code == EE_TYPE_FLOAT64;
+            scales[depth++] = p->slots[insn->slot].scale;
+            break;
+        case CODE_EXACT: {
+            if (end - at < 18 || b[at] > MAX_SCALE || b[at + 1] > 1) return 0;
+            insn->scale = b[at];
+            u128 magnitude = ((u128)get_le(b + at + 10, 8) << 64) | get_le(b + at + 2, 8);
+            if (magnitude >= ten_to(38)) return 0;
+            insn->exact = b[at + 1] == 1 ? (i128)magnitude : -(i128)magnitude;
+            at += 18;
+            kinds[depth] = 0;
+            scales[depth++] = insn->scale;
+            break;
+        }
+        case CODE_FLOAT: {
+            if (end - at < 8) return 0;
+            uint64_t bits = get_le(b + at, 8);
+            memcpy(&insn->real, &bits, 8);
+            at += 8;
+            kinds[depth] = 1;
+            scales[depth++] = 0;
+            break;
+        }
+        case CODE_ADD:
+        case CODE_SUB:
+        case CODE_MUL: {
+            if (depth < 2) return 0;
+            int a = scales[depth - 2], c = scales[depth - 1];
+            int is_float = kinds[depth - 2] || kinds[depth - 1];
+            int scale = insn->code == CODE_MUL ? a + c : (a > c ? a : c);
+            if (!is_float && scale > MAX_SCALE) return 0;
+            depth--;
+            kinds[depth - 1] = is_float;
+            scales[depth - 1] = is_float ? 0 : scale;
+            break;
+        }
+        case CODE_NEG:
+            if (depth < 1) return 0;
+            break;
+        default:
+            return 0;
+        }
+    }
+    if (depth != 1 || used != (uint32_t)((1ull << p->slot_count) - 1)) return 0;
+    p->result_float = kinds[0];
+    p->result_scale = scales[0];
+    return 1;
+}
+
+/* 1 and *out: the exact value scaled up by 10^by, unless it leaves DECIMAL(38). */
+static int rescale(i128 v, int by, i128 *out) {
+    i128 factor = (i128)ten_to(by);
+    return !__builtin_mul_overflow(v, factor, out) && in_range(*out);
+}
+
+/* Applies one binary operator; EE_ERR_OVERFLOW when an exact result leaves DECIMAL(38). */
+static ee_status apply(uint8_t code, expr_value *a, const expr_value *b) {
+    if (a->is_float || b->is_float) {
+        double x = as_double(a), y = as_double(b);
+        a->real = code == CODE_ADD ? x + y : code == CODE_SUB ? x - y : x * y;
+        a->is_float = 1;
+        a->scale = 0;
+        return EE_OK;
+    }
+    i128 x = a->exact, y = b->exact, r;
+    int scale;
+    if (code == CODE_MUL) {
+        scale = a->scale + b->scale;
+        if (__builtin_mul_overflow(x, y, &r)) return EE_ERR_OVERFLOW;
+    } else {
+        /* + and - align both operands on the larger scale first, as DECIMAL arithmetic does. */
+        scale = a->scale > b->scale ? a->scale : b->scale;
+        if (!rescale(x, scale - a->scale, &x) || !rescale(y, scale - b->scale, &y)) {
+            return EE_ERR_OVERFLOW;
+        }
+        int overflow = code == CODE_ADD ? __builtin_add_overflow(x, y, &r)
+                                        : __builtin_sub_overflow(x, y, &r);
+        if (overflow) return EE_ERR_OVERFLOW;
+    }
+    if (!in_range(r)) return EE_ERR_OVERFLOW;
+    a->exact = r;
+    a->scale = scale;
+    return EE_OK;
+}
+
+/* Reads slot `s` of chunk row `i` (valid and well formed: ee_plain_load checked both). */
+static void read_slot(expr_value *v, const expr_slot *slot, const ee_plain *plain, size_t i) {
+    size_t len;
+    const uint8_t *value = ee_plain_value(plain, i, &len);
+    memset(v, 0, sizeof *v);
+    if (slot->type_code == EE_TYPE_FLOAT64) {
+        uint64_t bits = get_le(value, 8);
+        memcpy(&v->real, &bits, 8);
+        v->is_float = 1;
+    } else if (slot->type_code == EE_TYPE_INT64) {
+        v->exact = (int64_t)get_le(value, 8);
+    } else {
+        /* DECIMAL: sign byte, then a little-endian magnitude of any length (checked below). */
+        size_t m = len - 1;
+        while (m > 0 && value[m] == 0) m--; /* value[1..m]: the magnitude without high zeros */
+        u128 magnitude = ten_to(38);        /* too long for 128 bits: out of range, caught */
+        if (m <= 16) {
+            magnitude = 0;
+            for (size_t k = m; k >= 1; k--) magnitude = (magnitude << 8) | value[k];
+        }
+        if (magnitude > ten_to(38)) magnitude = ten_to(38);
+        v->exact = value[0] == 1 ? (i128)magnitude : -(i128)magnitude;
+        v->scale = slot->scale;
+    }
+}
+
+/* Evaluates the program over one row; *is_null when an operand is NULL. */
+static ee_status evaluate(expr_value *out, int *is_null, const expr_program *p,
+                          const ee_plain *plains, size_t i, expr_value *stack) {
+    *is_null = 0;
+    for (size_t s = 0; s < p->slot_count; s++) {
+        if (!plains[s].valid[i]) {
+            *is_null = 1;
+            return EE_OK;
+        }
+    }
+    size_t depth = 0;
+    for (size_t k = 0; k < p->insn_count; k++) {
+        const expr_insn *insn = &p->insns[k];
+        expr_value *top = &stack[depth];
+        switch (insn->code) {
+        case CODE_SLOT:
+            read_slot(top, &p->slots[insn->slot], &plains[insn->slot], i);
+            if (!top->is_float && !in_range(top->exact)) return EE_ERR_OVERFLOW;
+            depth++;
+            break;
+        case CODE_EXACT:
+            *top = (expr_value){0, insn->scale, insn->exact, 0};
+            depth++;
+            break;
+        case CODE_FLOAT:
+            *top = (expr_value){1, 0, 0, insn->real};
+            depth++;
+            break;
+        case CODE_NEG:
+            if (stack[depth - 1].is_float) {
+                stack[depth - 1].real = -stack[depth - 1].real;
+            } else {
+                stack[depth - 1].exact = -stack[depth - 1].exact;
+            }
+            break;
+        default: {
+            ee_status status = apply(insn->code, &stack[depth - 2], &stack[depth - 1]);
+            if (status != EE_OK) return status;
+            depth--;
+        }
+        }
+    }
+    *out = stack[0];
+    return EE_OK;
+}
+
+ee_status ee_enclave_aggregate_expression(
+    uint8_t *out_data, size_t out_data_cap, size_t *out_data_len, int64_t *out_offsets,
+    size_t out_offsets_cap, uint64_t query_id, uint16_t cek_id, int32_t type_code, int32_t op,
+    const uint8_t *constant, size_t constant_len, const int32_t *offsets, size_t offsets_len,
+    const uint8_t *data, size_t data_len, const uint8_t *validity, size_t validity_len,
+    size_t validity_bit_offset, size_t count, const int64_t *group_ids, size_t group_ids_len,
+    size_t group_count) {
+    ee_status status;
+    ee_cell_keys result_keys;
+    ee_cell_keys *slot_keys = NULL;
+    expr_program *program = NULL;
+    expr_value *stack = NULL;
+    expr_group *groups = NULL;
+    uint8_t *blob = NULL, *results = NULL, *result_valid = NULL;
+    int64_t *ids = NULL, *result_offsets = NULL;
+    size_t groups_cap = 0, results_cap = 0, slot_keys_cap = 0, stack_cap = 0;
+    expr_value value; /* one row's expression value: plaintext, wiped at done: */
+    memset(&value, 0, sizeof value);
+    ee_plain plains[EE_EXPR_MAX_SLOTS];
+    for (size_t s = 0; s < EE_EXPR_MAX_SLOTS; s++) ee_plain_init(&plains[s]);
+    memset(&result_keys, 0, sizeof result_keys);
+    ee_input in = {offsets, offsets_len, data, data_len, validity, validity_len,
+                   validity_bit_offset, count};
+
+    if (out_data_len == NULL || out_offsets == NULL || (out_data == NULL && out_data_cap > 0) ||
+        (op != EE_OP_SUM_EXPR && op != EE_OP_AVG_EXPR) ||
+        (constant == NULL && constant_len > 0)) {
+        return EE_ERR_ARGUMENT;
+    }
+    /* Copy the program in: what is hashed for the authorization is exactly what is parsed. */
+    blob = malloc(constant_len > 0 ? constant_len : 1);
+    program = malloc(sizeof *program);
+    if (blob == NULL || program == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    if (constant_len > 0) memcpy(blob, constant, constant_len);
+    status = ee_query_key(&result_keys, query_id, cek_id, op, type_code, blob, constant_len);
+    if (status != EE_OK) goto done;
+    if (!parse_program(program, blob, constant_len)) {
+        status = EE_ERR_PACKAGE;
+        goto done;
+    }
+    if (type_code != (program->result_float ? EE_TYPE_FLOAT64 : EE_TYPE_DECIMAL)) {
+        status = EE_ERR_TYPE;
+        goto done;
+    }
+    size_t first = 0;
+    while (program->slots[first].source != SOURCE_ENCRYPTED) first++;
+    if (program->slots[first].cek_id != cek_id) {
+        status = EE_ERR_ARGUMENT;
+        goto done;
+    }
+    /* Every key the program reads must be authorized for this very program. */
+    slot_keys_cap = program->slot_count * sizeof *slot_keys;
+    slot_keys = ee_secret_alloc(slot_keys_cap);
+    if (slot_keys == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    for (size_t s = 0; s < program->slot_count; s++) {
+        if (program->slots[s].source != SOURCE_ENCRYPTED) continue;
+        status = ee_query_key(&slot_keys[s], query_id, program->slots[s].cek_id, op, type_code,
+                              blob, constant_len);
+        if (status != EE_OK) goto done;
+    }
+    status = ee_input_check(&in);
+    if (status != EE_OK) goto done;
+    size_t rows = count / program->slot_count;
+    if (count % program->slot_count != 0 || group_ids == NULL || group_ids_len != rows ||
+        group_count > (size_t)INT32_MAX) {
+        status = EE_ERR_ARGUMENT;
+        goto done;
+    }
+    if (out_offsets_cap < group_count + 1) {
+        status = EE_ERR_CAPACITY;
+        goto done;
+    }
+    /* Copy the group ids in, then check them. */
+    ids = malloc((rows + 1) * sizeof *ids);
+    if (ids == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    if (rows > 0) memcpy(ids, group_ids, rows * sizeof *ids);
+    for (size_t r = 0; r < rows; r++) {
+        if (ids[r] < -1 || (ids[r] >= 0 && (size_t)ids[r] >= group_count)) {
+            status = EE_ERR_ARGUMENT;
+            goto done;
+        }
+    }
+    groups_cap = (group_count + 1) * sizeof *groups;
+    groups = ee_secret_alloc(groups_cap);
+    stack_cap = EE_EXPR_MAX_CODE * sizeof *stack;
+    stack = ee_secret_alloc(stack_cap);
+    results_cap = (group_count + 1) * 17;
+    results = ee_secret_alloc(results_cap);
+    result_offsets = malloc((group_count + 1) * sizeof *result_offsets);
+    result_valid = malloc(group_count + 1);
+    if (groups == NULL || stack == NULL || results == NULL || result_offsets == NULL ||
+        result_valid == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+
+    for (size_t start = 0; start < rows; start += CHUNK_ROWS) {
+        size_t n = rows - start < CHUNK_ROWS ? rows - start : CHUNK_ROWS;
+        for (size_t s = 0; s < program->slot_count; s++) {
+            const expr_slot *slot = &program->slots[s];
+            const ee_cell_keys *keys = slot->source == SOURCE_ENCRYPTED ? &slot_keys[s] : NULL;
+            status = ee_plain_load(&plains[s], keys, slot->type_code, &in, s * rows + start, n);
+            if (status != EE_OK) goto done;
+        }
+        for (size_t i = 0; i < n; i++) {
+            int64_t gid = ids[start + i];
+            if (gid < 0) continue;
+            int is_null;
+            status = evaluate(&value, &is_null, program, plains, i, stack);
+            if (status != EE_OK) goto done;
+            if (is_null) continue;
+            expr_group *g = &groups[gid];
+            g->count++;
+            if (program->result_float) {
+                g->float_sum += value.real;
+            } else if (__builtin_add_overflow(g->sum, value.exact, &g->sum) ||
+                       !in_range(g->sum)) {
+                status = EE_ERR_OVERFLOW;
+                goto done;
+            }
+        }
+    }
+
+    size_t pos = 0;
+    for (size_t gi = 0; gi < group_count; gi++) {
+        expr_group *g = &groups[gi];
+        uint8_t *r = results + pos;
+        size_t len = 0;
+        result_offsets[gi] = (int64_t)pos;
+        result_valid[gi] = g->count > 0;
+        if (!result_valid[gi]) continue;
+        if (op == EE_OP_AVG_EXPR || program->result_float) {
+            double answer;
+            if (program->result_float) {
+                answer = op == EE_OP_AVG_EXPR ? g->float_sum / (double)g->count : g->float_sum;
+            } else {
+                long double scaled = (long double)g->sum / (long double)g->count;
+                answer = (double)(scaled / (long double)ten_to(program->result_scale));
+            }
+            uint64_t bits;
+            memcpy(&bits, &answer, 8);
+            put_le(r, bits, 8);
+            len = 8;
+        } else {
+            u128 magnitude = g->sum < 0 ? (u128)0 - (u128)g->sum : (u128)g->sum;
+            r[0] = g->sum < 0 ? 0 : 1;
+            put_le(r + 1, magnitude, 16);
+            len = 17;
+        }
+        pos += len;
+    }
+    result_offsets[group_count] = (int64_t)pos;
+    status = ee_encrypt_values(out_data, out_data_cap, out_data_len, out_offsets, &result_keys, 0,
+                               results, result_offsets, result_valid, group_count);
+done:
+    ee_wipe(&value, sizeof value);
+    ee_wipe(&result_keys, sizeof result_keys);
+    ee_secret_free(slot_keys, slot_keys_cap);
+    for (size_t s = 0; s < EE_EXPR_MAX_SLOTS; s++) ee_plain_free(&plains[s]);
+    ee_secret_free(groups, groups_cap);
+    ee_secret_free(stack, stack_cap);
+    ee_secret_free(results, results_cap);
+    free(result_offsets);
+    free(result_valid);
+    free(ids);
+    /* The program holds only what the host already passed in the clear. */
+    free(program);
+    free(blob);
+    return status;
+}

@@ -1,0 +1,392 @@
+/* test_expression.c: C tests of ee_enclave_aggregate_expression (5b of enclave.h), under ASan
+ * and UBSan.
+ *
+ * Programs, cells and packages are built here by hand and by the independent test client
+ * (enclave_test_support.h); every expected answer is worked out by hand in a comment, never
+ * computed by the code under test.
+ */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "../src/enclave_internal.h"
+#include "enclave_test_support.h"
+
+static char platform_dir[64];
+static const char *STATEMENT = "SELECT SUM(x * (1 - d)) FROM t";
+static uint8_t CEK1[32], CEK2[32];
+
+/* ---- inputs: one slot-major Arrow binary array ------------------------------------------------ */
+
+#define MAX_ENTRIES 64
+typedef struct entries {
+    int32_t offsets[MAX_ENTRIES + 1];
+    uint8_t data[MAX_ENTRIES * 96];
+    uint8_t validity[MAX_ENTRIES / 8 + 1];
+    size_t count;
+    size_t len;
+} entries;
+
+/* A cell of value under cek, value's bytes when cek is NULL, or a null entry when value is NULL. */
+static void entry_add(entries *e, const uint8_t *cek, const void *value, size_t len) {
+    e->len = test_append_row(e->offsets, e->data, e->len, e->validity, e->count++, cek, value, len);
+}
+
+/* A DECIMAL plaintext: sign byte (1 non-negative) and a 16-byte LE magnitude. */
+static void entry_decimal(entries *e, const uint8_t *cek, int64_t unscaled) {
+    uint8_t v[17] = {unscaled < 0 ? 0 : 1};
+    uint64_t magnitude = unscaled < 0 ? (uint64_t)0 - (uint64_t)unscaled : (uint64_t)unscaled;
+    for (int i = 0; i < 8; i++) v[1 + i] = (uint8_t)(magnitude >> (8 * i));
+    entry_add(e, cek, v, 17);
+}
+
+static void entry_int(entries *e, const uint8_t *cek, int64_t v) {
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)v >> (8 * i));
+    entry_add(e, cek, b, 8);
+}
+
+static void entry_double(entries *e, const uint8_t *cek, double d) {
+    uint8_t b[8];
+    memcpy(b, &d, 8);
+    entry_add(e, cek, b, 8);
+}
+
+#define ENTRIES(e)                                                                              \
+    (e)->offsets, (e)->count + 1, (e)->data, (e)->len, (e)->validity, sizeof (e)->validity,    \
+        (size_t)0, (e)->count
+
+/* ---- programs --------------------------------------------------------------------------------- */
+
+typedef struct program {
+    uint8_t bytes[512];
+    size_t len;
+    size_t code_at;
+} program;
+
+static void program_begin(program *p, size_t slot_count) {
+    p->bytes[0] = 1;
+    p->bytes[1] = (uint8_t)slot_count;
+    p->len = 2;
+}
+
+static void program_slot(program *p, uint8_t source, uint16_t cek_id, uint8_t type_code,
+                         uint8_t scale) {
+    uint8_t *s = p->bytes + p->len;
+    s[0] = source;
+    s[1] = (uint8_t)cek_id;
+    s[2] = (uint8_t)(cek_id >> 8);
+    s[3] = type_code;
+    s[4] = scale;
+    p->len += 5;
+}
+
+static void program_code(program *p, const uint8_t *code, size_t code_len) {
+    p->bytes[p->len] = (uint8_t)code_len;
+    p->bytes[p->len + 1] = (uint8_t)(code_len >> 8);
+    memcpy(p->bytes + p->len + 2, code, code_len);
+    p->len += 2 + code_len;
+}
+
+/* An exact literal instruction: 0x02, scale, sign, 16-byte LE magnitude (at most 8 used). */
+static size_t literal(uint8_t *at, uint8_t scale, int64_t unscaled) {
+    memset(at, 0, 19);
+    at[0] = 2;
+    at[1] = scale;
+    at[2] = unscaled < 0 ? 0 : 1;
+    uint64_t magnitude = unscaled < 0 ? (uint64_t)0 - (uint64_t)unscaled : (uint64_t)unscaled;
+    for (int i = 0; i < 8; i++) at[3 + i] = (uint8_t)(magnitude >> (8 * i));
+    return 19;
+}
+
+/* ---- the query context -------------------------------------------------------------------------- */
+
+static uint64_t begin(test_client *c, const test_grant *grants, size_t grant_count) {
+    uint8_t ceks[2][32];
+    memcpy(ceks[0], CEK1, 32);
+    memcpy(ceks[1], CEK2, 32);
+    uint64_t query = 0;
+    CHECK(test_begin_query(c, STATEMENT, ceks, 2, grants, grant_count, &query) == EE_OK);
+    return query;
+}
+
+/* Decrypts result cells under CEK1 with the codec (a separately tested component). */
+static void decrypt_results(const uint8_t *data, size_t data_len, const int64_t *offsets,
+                            size_t count, uint8_t *plain, int64_t *plain_offsets) {
+    int32_t offsets32[8];
+    uint8_t validity[1] = {0};
+    for (size_t i = 0; i <= count; i++) offsets32[i] = (int32_t)offsets[i];
+    for (size_t i = 0; i < count; i++) {
+        if (offsets[i + 1] > offsets[i]) validity[0] |= (uint8_t)(1u << i);
+    }
+    uint64_t key = 0;
+    size_t out_len = 0, failed = 0;
+    CHECK(ee_key_load(&key, CEK1, 32) == EE_OK);
+    CHECK(ee_cell_decrypt_batch(plain, 1024, &out_len, plain_offsets, count + 1, &failed, key,
+                                offsets32, count + 1, data, data_len, validity, 1, 0,
+                                count) == EE_OK);
+    CHECK(ee_key_free(key) == EE_OK);
+}
+
+static ee_status run(uint64_t q, uint16_t cek_id, int32_t type_code, int32_t op,
+                     const program *p, const entries *e, const int64_t *groups, size_t rows,
+                     size_t group_count, uint8_t *out, int64_t *offsets, size_t *out_len) {
+    return ee_enclave_aggregate_expression(out, 1024, out_len, offsets, 8, q, cek_id, type_code,
+                                           op, p->bytes, p->len, ENTRIES(e), groups, rows,
+                                           group_count);
+}
+
+/* SUM(x * (1 - d)), x DECIMAL(15,2) under CEK1, d DECIMAL(15,2) plaintext. */
+static void test_decimal_sum_and_avg(test_client *c) {
+    program p;
+    program_begin(&p, 2);
+    program_slot(&p, 1, 1, EE_TYPE_DECIMAL, 2);
+    program_slot(&p, 2, 0, EE_TYPE_DECIMAL, 2);
+    uint8_t code[32] = {1, 0};
+    size_t n = 2 + literal(code + 2, 0, 1);
+    code[n++] = 1;
+    code[n++] = 1;
+    code[n++] = 5; /* 1 - d */
+    code[n++] = 6; /* x * (1 - d) */
+    program_code(&p, code, n);
+    test_grant grants[] = {{1, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, p.bytes, p.len},
+                           {1, EE_OP_AVG_EXPR, EE_TYPE_DECIMAL, p.bytes, p.len}};
+    uint64_t q = begin(c, grants, 2);
+
+    /* Rows: (100.00, 0.05), (20.50, 0.10), (7.00, NULL), (-3.00, 0.50).
+     * Groups 0, 0, 1, 2: group 0 = 95.0000 + 18.4500 = 113.4500 (unscaled 1134500 at scale 4),
+     * group 1 has only a NULL expression (empty entry), group 2 = -1.5000 (-15000). */
+    entries e = {0};
+    entry_decimal(&e, CEK1, 10000);
+    entry_decimal(&e, CEK1, 2050);
+    entry_decimal(&e, CEK1, 700);
+    entry_decimal(&e, CEK1, -300);
+    entry_decimal(&e, NULL, 5);
+    entry_decimal(&e, NULL, 10);
+    entry_add(&e, NULL, NULL, 0);
+    entry_decimal(&e, NULL, 50);
+    int64_t groups[4] = {0, 0, 1, 2};
+    uint8_t out[1024], plain[1024];
+    int64_t offsets[8], plain_offsets[8];
+    size_t out_len = 0;
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &p, &e, groups, 4, 3, out, offsets,
+              &out_len) == EE_OK);
+    CHECK(offsets[2] == offsets[1]);
+    decrypt_results(out, out_len, offsets, 3, plain, plain_offsets);
+    uint8_t want0[17] = {1, 0xa4, 0x4f, 0x11}; /* 1134500 = 0x114FA4 */
+    uint8_t want2[17] = {0, 0x98, 0x3a};       /* 15000 = 0x3A98, negative */
+    CHECK(plain_offsets[1] == 17 && memcmp(plain, want0, 17) == 0);
+    CHECK(plain_offsets[3] - plain_offsets[2] == 17 && memcmp(plain + 17, want2, 17) == 0);
+
+    /* AVG: group 0 = 113.45 / 2 = 56.725, group 2 = -1.5. */
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_AVG_EXPR, &p, &e, groups, 4, 3, out, offsets,
+              &out_len) == EE_OK);
+    decrypt_results(out, out_len, offsets, 3, plain, plain_offsets);
+    double avg0 = 0, avg2 = 0;
+    memcpy(&avg0, plain, 8);
+    memcpy(&avg2, plain + 8, 8);
+    CHECK(avg0 == 56.725 && avg2 == -1.5);
+
+    /* Not authorized: another op, another type, another result key, a changed program. */
+    CHECK(run(q, 2, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &p, &e, groups, 4, 3, out, offsets,
+              &out_len) == EE_ERR_NOT_AUTHORIZED);
+    CHECK(run(q, 1, EE_TYPE_FLOAT64, EE_OP_SUM_EXPR, &p, &e, groups, 4, 3, out, offsets,
+              &out_len) == EE_ERR_NOT_AUTHORIZED);
+    program changed = p;
+    changed.bytes[changed.len - 1] = 4; /* x + (1 - d) */
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &changed, &e, groups, 4, 3, out, offsets,
+              &out_len) == EE_ERR_NOT_AUTHORIZED);
+    /* Arguments: a row count that is no multiple of the slots, bad group ids, small output. */
+    int64_t bad_groups[4] = {0, 3, 0, 0};
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &p, &e, bad_groups, 4, 3, out, offsets,
+              &out_len) == EE_ERR_ARGUMENT);
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &p, &e, groups, 3, 3, out, offsets,
+              &out_len) == EE_ERR_ARGUMENT);
+    CHECK(ee_enclave_aggregate_expression(out, 100, &out_len, offsets, 8, q, 1, EE_TYPE_DECIMAL,
+                                          EE_OP_SUM_EXPR, p.bytes, p.len, ENTRIES(&e), groups, 4,
+                                          3) == EE_ERR_CAPACITY);
+    /* A plaintext slot of the wrong shape: a DECIMAL with sign byte 7. */
+    entries short_plain = {0};
+    entry_decimal(&short_plain, CEK1, 1);
+    entry_add(&short_plain, NULL, "\x07\x01", 2);
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &p, &short_plain, groups, 1, 1, out,
+              offsets, &out_len) == EE_ERR_ARGUMENT);
+    /* A tampered cell is an authentication failure. */
+    entries tampered = e;
+    tampered.data[40] ^= 1;
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &p, &tampered, groups, 4, 3, out, offsets,
+              &out_len) == EE_ERR_AUTH);
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+}
+
+/* Two keys, FLOAT64 and the 10^38 bound. */
+static void test_keys_floats_and_overflow(test_client *c) {
+    /* a + b: a INT64 under CEK1, b INT64 under CEK2. */
+    program two;
+    program_begin(&two, 2);
+    program_slot(&two, 1, 1, EE_TYPE_INT64, 0);
+    program_slot(&two, 1, 2, EE_TYPE_INT64, 0);
+    uint8_t add[5] = {1, 0, 1, 1, 4};
+    program_code(&two, add, 5);
+    /* a * f: a INT64 under CEK1, f FLOAT64 plaintext. */
+    program mixed;
+    program_begin(&mixed, 2);
+    program_slot(&mixed, 1, 1, EE_TYPE_INT64, 0);
+    program_slot(&mixed, 2, 0, EE_TYPE_FLOAT64, 0);
+    uint8_t mul[5] = {1, 0, 1, 1, 6};
+    program_code(&mixed, mul, 5);
+    /* a * a * a under CEK1. */
+    program cube;
+    program_begin(&cube, 1);
+    program_slot(&cube, 1, 1, EE_TYPE_INT64, 0);
+    uint8_t cubed[8] = {1, 0, 1, 0, 6, 1, 0, 6};
+    program_code(&cube, cubed, 8);
+    test_grant grants[] = {{1, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, two.bytes, two.len},
+                           {2, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, two.bytes, two.len},
+                           {1, EE_OP_SUM_EXPR, EE_TYPE_FLOAT64, mixed.bytes, mixed.len},
+                           {1, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, cube.bytes, cube.len},
+                           {2, EE_OP_AVG_EXPR, EE_TYPE_DECIMAL, two.bytes, two.len}};
+    uint64_t q = begin(c, grants, 5);
+    uint8_t out[1024], plain[1024];
+    int64_t offsets[8], plain_offsets[8];
+    size_t out_len = 0;
+    int64_t one_group[2] = {0, 0};
+
+    /* (5 + 7) + (-2 + 1) = 11 */
+    entries e = {0};
+    entry_int(&e, CEK1, 5);
+    entry_int(&e, CEK1, -2);
+    entry_int(&e, CEK2, 7);
+    entry_int(&e, CEK2, 1);
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &two, &e, one_group, 2, 1, out, offsets,
+              &out_len) == EE_OK);
+    decrypt_results(out, out_len, offsets, 1, plain, plain_offsets);
+    uint8_t eleven[17] = {1, 11};
+    CHECK(plain_offsets[1] == 17 && memcmp(plain, eleven, 17) == 0);
+    /* AVG of the same program is granted on CEK2 only: CEK1 is not authorized for it. */
+    CHECK(run(q, 2, EE_TYPE_DECIMAL, EE_OP_AVG_EXPR, &two, &e, one_group, 2, 1, out, offsets,
+              &out_len) == EE_ERR_ARGUMENT); /* the result key must be the first slot's */
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_AVG_EXPR, &two, &e, one_group, 2, 1, out, offsets,
+              &out_len) == EE_ERR_NOT_AUTHORIZED);
+    /* A cell of the CEK2 slot made under CEK1 fails authentication. */
+    entries wrong = {0};
+    entry_int(&wrong, CEK1, 5);
+    entry_int(&wrong, CEK1, 7);
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &two, &wrong, one_group, 1, 1, out, offsets,
+              &out_len) == EE_ERR_AUTH);
+
+    /* 3 * 0.5 + 4 * 2.25 = 10.5 (exact in binary) */
+    entries f = {0};
+    entry_int(&f, CEK1, 3);
+    entry_int(&f, CEK1, 4);
+    entry_double(&f, NULL, 0.5);
+    entry_double(&f, NULL, 2.25);
+    CHECK(run(q, 1, EE_TYPE_FLOAT64, EE_OP_SUM_EXPR, &mixed, &f, one_group, 2, 1, out, offsets,
+              &out_len) == EE_OK);
+    decrypt_results(out, out_len, offsets, 1, plain, plain_offsets);
+    double sum = 0;
+    memcpy(&sum, plain, 8);
+    CHECK(plain_offsets[1] == 8 && sum == 10.5);
+
+    /* (10^12)^3 = 10^36 fits; (10^13)^3 = 10^39 does not fit DECIMAL(38). */
+    entries small = {0}, big = {0};
+    entry_int(&small, CEK1, 1000000000000LL);
+    entry_int(&big, CEK1, 10000000000000LL);
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &cube, &small, one_group, 1, 1, out,
+              offsets, &out_len) == EE_OK);
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &cube, &big, one_group, 1, 1, out, offsets,
+              &out_len) == EE_ERR_OVERFLOW);
+    /* 10^36 summed 60 times is 6 * 10^37, which still fits. */
+    entries many = {0};
+    int64_t groups[60] = {0};
+    for (int i = 0; i < 60; i++) entry_int(&many, CEK1, 1000000000000LL);
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &cube, &many, groups, 60, 1, out, offsets,
+              &out_len) == EE_OK);
+    int64_t max_i64 = INT64_MAX;
+    entries huge = {0};
+    entry_int(&huge, CEK1, max_i64);
+    CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &cube, &huge, one_group, 1, 1, out, offsets,
+              &out_len) == EE_ERR_OVERFLOW); /* overflows 128 bits on the way */
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+}
+
+/* Each malformed program is granted, so the parse itself must refuse it. */
+static void test_bad_programs(test_client *c) {
+    program bad[9];
+    uint8_t code_ok[3] = {1, 0};
+    for (int i = 0; i < 9; i++) {
+        program_begin(&bad[i], 1);
+        program_slot(&bad[i], 1, 1, EE_TYPE_INT64, 0);
+    }
+    program_code(&bad[0], code_ok, 2);
+    bad[0].bytes[0] = 2; /* version */
+    uint8_t out_of_range[2] = {1, 1};
+    program_code(&bad[1], out_of_range, 2);
+    uint8_t underflow[3] = {1, 0, 4};
+    program_code(&bad[2], underflow, 3);
+    uint8_t two_left[4] = {1, 0, 1, 0};
+    program_code(&bad[3], two_left, 4);
+    uint8_t unknown[3] = {1, 0, 9};
+    program_code(&bad[4], unknown, 3);
+    program_code(&bad[5], code_ok, 2);
+    bad[5].len -= 1; /* truncated */
+    /* DECIMAL(38,20) * DECIMAL(38,20): scale 40 is beyond DECIMAL(38). */
+    program_begin(&bad[6], 1);
+    program_slot(&bad[6], 1, 1, EE_TYPE_DECIMAL, 20);
+    uint8_t square[5] = {1, 0, 1, 0, 6};
+    program_code(&bad[6], square, 5);
+    /* No encrypted slot. */
+    program_begin(&bad[7], 1);
+    program_slot(&bad[7], 2, 0, EE_TYPE_INT64, 0);
+    program_code(&bad[7], code_ok, 2);
+    /* An unused slot. */
+    program_begin(&bad[8], 2);
+    program_slot(&bad[8], 1, 1, EE_TYPE_INT64, 0);
+    program_slot(&bad[8], 2, 0, EE_TYPE_INT64, 0);
+    program_code(&bad[8], code_ok, 2);
+    test_grant grants[9];
+    for (int i = 0; i < 9; i++) {
+        grants[i] = (test_grant){1, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, bad[i].bytes, bad[i].len};
+    }
+    uint64_t q = begin(c, grants, 9);
+    entries e = {0};
+    entry_int(&e, CEK1, 1);
+    int64_t groups[1] = {0};
+    uint8_t out[1024];
+    int64_t offsets[8];
+    size_t out_len = 0;
+    for (int i = 0; i < 9; i++) {
+        CHECK(run(q, 1, EE_TYPE_DECIMAL, EE_OP_SUM_EXPR, &bad[i], &e, groups, 1, 1, out, offsets,
+                  &out_len) == EE_ERR_PACKAGE);
+    }
+    /* The right program under the wrong result type: authorized, then refused by type. */
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+    program ok;
+    program_begin(&ok, 1);
+    program_slot(&ok, 1, 1, EE_TYPE_INT64, 0);
+    program_code(&ok, code_ok, 2);
+    test_grant float_grant = {1, EE_OP_SUM_EXPR, EE_TYPE_FLOAT64, ok.bytes, ok.len};
+    q = begin(c, &float_grant, 1);
+    CHECK(run(q, 1, EE_TYPE_FLOAT64, EE_OP_SUM_EXPR, &ok, &e, groups, 1, 1, out, offsets,
+              &out_len) == EE_ERR_TYPE);
+    CHECK(run(q, 1, EE_TYPE_FLOAT64, EE_OP_SUM, &ok, &e, groups, 1, 1, out, offsets,
+              &out_len) == EE_ERR_ARGUMENT);
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+}
+
+int main(void) {
+    snprintf(platform_dir, sizeof platform_dir, "/tmp/ee_platform_XXXXXX");
+    if (mkdtemp(platform_dir) == NULL) return 1;
+    rng_fill(CEK1, 32);
+    rng_fill(CEK2, 32);
+    test_client c;
+    CHECK(test_open(&c, platform_dir) == EE_OK);
+    test_decimal_sum_and_avg(&c);
+    test_keys_floats_and_overflow(&c);
+    test_bad_programs(&c);
+    CHECK(ee_enclave_close_session(c.session_id) == EE_OK);
+    CHECK(ee_test_secret_outstanding() == 0);
+    test_remove_platform_dir(platform_dir);
+    printf("expression: %d failure(s)\n", test_failures);
+    return test_failures == 0 ? 0 : 1;
+}
