@@ -21,6 +21,7 @@ import enclave._native as _native
 from engine.errors import (
     CellAuthenticationError,
     DataError,
+    EnclaveSessionError,
     InterfaceError,
     InternalError,
     NotSupportedError,
@@ -119,9 +120,9 @@ _check_abi()
 # One fixed message per enclave status: what the enclave refused and what would fix it.
 _ENCLAVE_ERRORS: dict[int, tuple[type[Exception], str]] = {
     _lib.EE_ERR_SESSION: (
-        OperationalError,
-        "the enclave has no such session (it was closed, or the package was built for another "
-        "session); open a new enclave session",
+        EnclaveSessionError,
+        "the enclave has no such session (it was closed, it expired after being idle, or the "
+        "package was built for another session); reconnect to open a new enclave session",
     ),
     _lib.EE_ERR_REPLAY: (
         OperationalError,
@@ -626,7 +627,7 @@ def _small_arg(value: object, what: str, maximum: int) -> int:
 def open_session(
     nonce: bytes, client_ecdh_public: bytes, platform_dir: str | os.PathLike[str]
 ) -> tuple[int, bytes]:
-    """Opens an enclave session; returns (session_id, evidence format v1).
+    """Opens an enclave session; returns (session_id, evidence format v2).
 
     The enclave derives the session key from `client_ecdh_public` (97-byte uncompressed P-384
     point) at once; the client derives the same key after verifying the evidence.
@@ -640,7 +641,7 @@ def open_session(
     ...     session_id, evidence = open_session(bytes(16), client, platform)
     ...     close_session(session_id)
     >>> evidence[:4]
-    b'EEV1'
+    b'EEV2'
     """
     nonce_bytes = _bytes_arg(nonce, "the nonce")
     point = _bytes_arg(client_ecdh_public, "the client ECDH public key")
@@ -681,8 +682,9 @@ def close_session(session_id: int) -> None:
     >>> close_session(12345)
     Traceback (most recent call last):
     ...
-    engine.errors.OperationalError: closing an enclave session: the enclave has no such session \
-(it was closed, or the package was built for another session); open a new enclave session
+    engine.errors.EnclaveSessionError: closing an enclave session: the enclave has no such session \
+(it was closed, it expired after being idle, or the package was built for another session); \
+reconnect to open a new enclave session
     """
     _raise_for(
         _lib.ee_enclave_close_session(_id_arg(session_id, "the session id")),
@@ -698,8 +700,9 @@ def begin_query(session_id: int, package: bytes, statement_hash: bytes) -> int:
     >>> begin_query(12345, bytes(8), bytes(32))
     Traceback (most recent call last):
     ...
-    engine.errors.OperationalError: beginning an enclave query: the enclave has no such session \
-(it was closed, or the package was built for another session); open a new enclave session
+    engine.errors.EnclaveSessionError: beginning an enclave query: the enclave has no such session \
+(it was closed, it expired after being idle, or the package was built for another session); \
+reconnect to open a new enclave session
     """
     sid = _id_arg(session_id, "the session id")
     package_bytes = _bytes_arg(package, "the enclave package")

@@ -239,9 +239,7 @@ class Connection:
             self._host.apply_key_ddl(host_plan, changes)
             return StatementResult(None, (), -1)
         if host_plan.enclave_operations:
-            session = self._enclave_session()
-            enclave = self._client.enclave_values(prepared, parameters, snapshot, session)
-            outcome = self._host.execute(host_plan, enclave.values, enclave=enclave.execution)
+            outcome = self._execute_in_enclave(prepared, host_plan, parameters, snapshot)
         else:
             values = self._client.parameter_values(prepared, parameters, snapshot)
             outcome = self._host.execute(host_plan, values)
@@ -256,6 +254,24 @@ class Connection:
                 if self._client.column_encryption:
                     type_codes[index] = column.target.declared_type
         return StatementResult(table, tuple(type_codes), outcome.rowcount, tuple(encrypted))
+
+    def _execute_in_enclave(
+        self, prepared: Any, host_plan: Any, parameters: Sequence[object], snapshot: Any
+    ) -> Any:
+        """Run a statement with enclave operations; when the enclave no longer knows the
+        session (closed, or expired after being idle), open a new one and retry once."""
+        session = self._enclave_session()
+        enclave = self._client.enclave_values(prepared, parameters, snapshot, session)
+        try:
+            return self._host.execute(host_plan, enclave.values, enclave=enclave.execution)
+        except errors.EnclaveSessionError:
+            # Safe to retry: the enclave refuses an unknown session at begin_query, before the
+            # host has run anything. The package was sealed for the dead session, so the new
+            # session (attested afresh) needs a new package. A second refusal propagates.
+            session.close()
+        session = self._enclave_session()
+        enclave = self._client.enclave_values(prepared, parameters, snapshot, session)
+        return self._host.execute(host_plan, enclave.values, enclave=enclave.execution)
 
     def _run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> StatementResult:
         self._check_open()

@@ -6,7 +6,8 @@
     └── DatabaseError
         ├── DataError             a value that cannot be encoded for its column type; overflow
         ├── OperationalError      enclave, attestation, session, key or key store unavailable
-        │   └── AttestationError  one attestation check failed (the message names which)
+        │   ├── AttestationError  one attestation check failed (the message names which)
+        │   └── EnclaveSessionError  the enclave no longer knows the session (closed, or expired)
         ├── IntegrityError        relational constraints only
         ├── InternalError         a native status that means our own bug
         ├── ProgrammingError      SQL syntax, unknown names, wrong parameter count, or an
@@ -28,6 +29,7 @@ __all__ = [
     "DataError",
     "OperationalError",
     "AttestationError",
+    "EnclaveSessionError",
     "IntegrityError",
     "InternalError",
     "ProgrammingError",
@@ -62,6 +64,11 @@ class OperationalError(DatabaseError):
 
 class AttestationError(OperationalError):
     """One attestation check failed; the message names the check."""
+
+
+class EnclaveSessionError(OperationalError):
+    """The enclave no longer knows the session: it was closed, or expired after being idle for
+    longer than the enclave's bound. A connection opens a new session and retries once."""
 
 
 class IntegrityError(DatabaseError):

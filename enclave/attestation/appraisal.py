@@ -1,4 +1,4 @@
-"""Appraisal: runs every check of evidence v1 against a policy, in the documented order.
+"""Appraisal: runs every check of evidence v2 against a policy, in the documented order.
 
 It returns the parsed evidence when all checks pass and raises `EvidenceError` naming the first
 check that failed. It must not issue tokens, do I/O or log evidence bytes.
@@ -33,7 +33,7 @@ def appraise(data: bytes, policy: Policy) -> Evidence:
 
     >>> from enclave.attestation.policy import Policy
     >>> policy = Policy(frozenset(), 0, False, ())
-    >>> appraise(b"EEV1", policy)  # doctest: +ELLIPSIS
+    >>> appraise(b"EEV2", policy)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     enclave.attestation.evidence.EvidenceError: the evidence ends inside the fixed report header...

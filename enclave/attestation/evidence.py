@@ -1,4 +1,4 @@
-"""Evidence format v1: a strict parser, and the signature checks shared by service and client.
+"""Evidence format v2: a strict parser, and the signature checks shared by service and client.
 
 It turns the enclave's evidence bytes into an `Evidence` record and verifies the two signatures
 that the format carries. It must not apply policy (that is `appraisal`), do I/O, or put any byte
@@ -17,7 +17,13 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-MAGIC = b"EEV1"
+MAGIC = b"EEV2"
+# Format v1 (magic EEV1) signed the ECDH key without a label; it is refused by name below.
+MAGIC_V1 = b"EEV1"
+# Domain separation: the identity key signs ECDH_SIGNATURE_LABEL || ecdh_public || nonce, so a
+# signature it made for any other purpose cannot pass as a key binding. The NUL ends the label,
+# so no label is a prefix of another.
+ECDH_SIGNATURE_LABEL = b"EnclaveSQL evidence v2\0"
 FLAG_DEBUG = 0x1
 KNOWN_FLAGS = FLAG_DEBUG
 MEASUREMENT_LEN = 32
@@ -110,13 +116,13 @@ class _Reader:
         if not minimum <= length <= maximum:
             raise _malformed(
                 f"{field}_len is {length}, outside {minimum}..{maximum}; "
-                "the evidence was not produced by a format v1 enclave"
+                "the evidence was not produced by a format v2 enclave"
             )
         return self.take(length, field)
 
 
 def parse_evidence(data: bytes) -> Evidence:
-    """Split evidence v1 into its fields, checking every length, the magic and the flags.
+    """Split evidence v2 into its fields, checking every length, the magic and the flags.
 
     It also checks that the identity key is a P-384 SubjectPublicKeyInfo and the ECDH key a point
     on P-384, so later steps can rely on both. Signatures are checked elsewhere.
@@ -124,7 +130,7 @@ def parse_evidence(data: bytes) -> Evidence:
     >>> parse_evidence(b"EEV0" + bytes(200))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    enclave.attestation.evidence.EvidenceError: the magic is not EEV1; this is not evidence ...
+    enclave.attestation.evidence.EvidenceError: the magic is not EEV2; this is not evidence ...
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError("evidence must be bytes")
@@ -132,12 +138,17 @@ def parse_evidence(data: bytes) -> Evidence:
     magic, flags, measurement, svn, report_data, nonce_len = _HEADER.unpack(
         reader.take(_HEADER.size, "the fixed report header")
     )
+    if magic == MAGIC_V1:
+        raise _malformed(
+            "this is evidence format v1, whose ECDH key signature has no domain-separation "
+            "label; it is no longer accepted. Upgrade the enclave to one that sends format v2"
+        )
     if magic != MAGIC:
-        raise _malformed("the magic is not EEV1; this is not evidence format v1")
+        raise _malformed("the magic is not EEV2; this is not evidence format v2")
     if flags & ~KNOWN_FLAGS:
         raise _malformed(
             f"flags has unknown bits set (0x{flags & ~KNOWN_FLAGS:08x}); "
-            "format v1 defines bit 0 only"
+            "format v2 defines bit 0 only"
         )
     if not NONCE_MIN_LEN <= nonce_len <= NONCE_MAX_LEN:
         raise _malformed(
@@ -152,7 +163,7 @@ def parse_evidence(data: bytes) -> Evidence:
     ecdh_signature = reader.take_u16_prefixed("ecdh_sig", 1, SIGNATURE_MAX_LEN)
     if reader.offset != len(reader.data):
         raise _malformed(
-            f"{len(reader.data) - reader.offset} bytes follow ecdh_sig; evidence v1 ends there"
+            f"{len(reader.data) - reader.offset} bytes follow ecdh_sig; evidence v2 ends there"
         )
     load_identity_key(identity_der)
     load_ecdh_public(ecdh_public)
@@ -211,12 +222,13 @@ def identity_hash(identity_public_key_der: bytes) -> bytes:
 
 
 def ecdh_signed_message(ecdh_public: bytes, nonce: bytes) -> bytes:
-    """The bytes the identity key signs: ecdh_public || nonce.
+    """The bytes the identity key signs: ECDH_SIGNATURE_LABEL || ecdh_public || nonce.
 
-    >>> ecdh_signed_message(b"\\x04" + bytes(96), b"n" * 16)[-16:]
-    b'nnnnnnnnnnnnnnnn'
+    >>> message = ecdh_signed_message(b"\\x04" + bytes(96), b"n" * 16)
+    >>> message[:23], message[-16:]
+    (b'EnclaveSQL evidence v2\\x00', b'nnnnnnnnnnnnnnnn')
     """
-    return bytes(ecdh_public) + bytes(nonce)
+    return ECDH_SIGNATURE_LABEL + bytes(ecdh_public) + bytes(nonce)
 
 
 def verify_platform_signature(
@@ -256,7 +268,8 @@ def verify_identity_binding(evidence: Evidence) -> None:
 def verify_ecdh_signature(
     identity_public_key_der: bytes, ecdh_public: bytes, nonce: bytes, ecdh_signature: bytes
 ) -> None:
-    """Check the identity key's ECDSA-P384-SHA384 signature over ecdh_public || nonce."""
+    """Check the identity key's ECDSA-P384-SHA384 signature over the labelled message of
+    `ecdh_signed_message`; one made without the label, or with another, is refused."""
     identity_key = load_identity_key(identity_public_key_der)
     try:
         identity_key.verify(

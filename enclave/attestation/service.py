@@ -232,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
         if length > MAX_BODY_LEN:
             self._answer(
                 413,
-                _error("bad_request", f"the body is over {MAX_BODY_LEN} bytes; not evidence v1"),
+                _error("bad_request", f"the body is over {MAX_BODY_LEN} bytes; not evidence v2"),
             )
             return
         try:

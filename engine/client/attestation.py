@@ -92,7 +92,7 @@ def verify_attestation(
     The checks, in order: (1) token signature against `jwks`, (2) expiry and not-before,
     (3) issuer, (4) nonce, (5) measurement, svn and debug against the client's own limits,
     (6) SHA-256(identity key) equals the token's identity hash, (7) the identity key's signature
-    over ecdh_public || nonce. `expected_measurements` are hex SHA-256 values.
+    over the evidence label || ecdh_public || nonce. `expected_measurements` are hex SHA-256 values.
 
     >>> verify_attestation("not-a-jwt", {"keys": []}, issuer="http://x", nonce=bytes(16),
     ...     identity_public_key_der=b"", ecdh_public=b"", ecdh_signature=b"")

@@ -8,11 +8,15 @@ It must not parse envelopes or sign anything itself; that is cek_envelope and cm
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import struct
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.hmac import HMAC
 
 from engine.client.cek_cache import CekCache
@@ -24,6 +28,9 @@ from engine.errors import CellAuthenticationError, DatabaseError, OperationalErr
 __all__ = ["ColumnKeyResolver", "cek_key_check", "verify_cek_key_check"]
 
 _KEY_CHECK_LABEL = b"EnclaveSQL CEK check v1\x00"
+# Successful CMK metadata verifications remembered per resolver; far more than any catalog holds,
+# and the set starts over when full rather than growing without bound.
+_VERIFIED_METADATA_MAX = 4096
 
 
 def cek_key_check(cek: bytes, cek_name: str) -> bytes:
@@ -83,6 +90,10 @@ class ColumnKeyResolver:
         self._trusted = (
             None if trusted_key_paths is None else {path.casefold() for path in trusted_key_paths}
         )
+        # Hashes of CMK metadata whose signature verified (see verify_enclave_cmk). Failures
+        # are never added, so a tampered row is refused every time.
+        self._verified_metadata: set[bytes] = set()
+        self._verified_lock = threading.Lock()
 
     def check_trusted(self, cmk_key_path: str, *, cmk_name: str | None = None) -> None:
         """Raise OperationalError when a trusted-path list is set and does not hold the path."""
@@ -160,7 +171,10 @@ class ColumnKeyResolver:
         """Raise unless the CMK may release its CEKs to an enclave.
 
         That needs a trusted key path, ENCLAVE_COMPUTATIONS, and a metadata signature that
-        verifies under the CMK itself; only then may a CEK go into an enclave package.
+        verifies under the CMK itself; only then may a CEK go into an enclave package. A
+        signature that verified is remembered, keyed by a hash of the CMK name, provider, key
+        path, flag, signature and the CMK's current public key, so the RSA check runs once per
+        metadata row and again whenever any of them changes; a failure is never remembered.
         """
         self.check_trusted(cmk_key_path, cmk_name=cmk_name)
         named = f"column master key '{cmk_name}'" if cmk_name else "the column master key"
@@ -175,15 +189,68 @@ class ColumnKeyResolver:
                 "recreate it with ENCLAVE_COMPUTATIONS (SIGNATURE = ...)"
             )
         provider = self._registry.get(cmk_provider)
+        remembered = _metadata_fingerprint(
+            cmk_name or "",
+            cmk_provider,
+            cmk_key_path,
+            allow_enclave_computations,
+            bytes(signature),
+            provider.public_key(cmk_key_path),
+        )
+        with self._verified_lock:
+            if remembered in self._verified_metadata:
+                return
         # The name the CMK was declared with is what was signed, whatever the provider calls
         # itself, so a custom provider registered under another name still verifies.
         verify_cmk_metadata(
             provider, cmk_provider, cmk_key_path, allow_enclave_computations, bytes(signature)
         )
+        with self._verified_lock:
+            if len(self._verified_metadata) >= _VERIFIED_METADATA_MAX:
+                self._verified_metadata.clear()
+            self._verified_metadata.add(remembered)
 
     def clear_cache(self) -> None:
-        """Forget (and zero) every cached CEK."""
+        """Forget (and zero) every cached CEK, and every remembered metadata verification."""
         self._cache.clear()
+        with self._verified_lock:
+            self._verified_metadata.clear()
+
+
+def _metadata_fingerprint(
+    cmk_name: str,
+    provider_name: str,
+    key_path: str,
+    allow_enclave_computations: bool,
+    signature: bytes,
+    public_key: rsa.RSAPublicKey,
+) -> bytes:
+    """SHA-256 over every input of a metadata verification, each length-prefixed so no two
+    different rows can run together into the same bytes.
+
+    >>> from cryptography.hazmat.primitives.asymmetric import rsa
+    >>> key = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+    >>> a = _metadata_fingerprint("cmk", "PEM_FILE", "k.pem", True, b"sig", key)
+    >>> a == _metadata_fingerprint("cmk", "PEM_FILE", "k.pem", True, b"sig", key)
+    True
+    >>> a == _metadata_fingerprint("cmk", "PEM_FILE", "k.pem", False, b"sig", key)
+    False
+    """
+    public_der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashlib.sha256(b"EnclaveSQL CMK metadata verified v1\x00")
+    for part in (
+        cmk_name.encode("utf-8"),
+        provider_name.encode("utf-8"),
+        key_path.encode("utf-8"),
+        b"\x01" if allow_enclave_computations else b"\x00",
+        signature,
+        public_der,
+    ):
+        digest.update(struct.pack("<Q", len(part)))
+        digest.update(part)
+    return digest.digest()
 
 
 def _first_that_works(attempts: Sequence[Callable[[], bytes]]) -> bytes:

@@ -8,7 +8,9 @@ call the enclave with anything but cells and the client's codes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,10 @@ from engine.errors import InternalError, ProgrammingError
 from engine.host.enclave_udfs import constant_ref
 from engine.sql.plan import AggregateCall, Plan
 from engine.sql.rewrite_enclave_joins import GROUP_ID
+
+# Below this many bytes of stage columns the enclave calls run one after another: starting
+# threads would cost more than a small query's whole enclave work.
+_PARALLEL_BYTES = 1 << 20
 
 __all__ = [
     "append_group_ids",
@@ -239,6 +245,36 @@ def _expression_aggregate(column: Any, call: AggregateCall, gateway: Any, query_
     )
 
 
+def _finish_one(column: Any, call: AggregateCall, gateway: Any, query_id: int) -> Any:
+    """The enclave's replacement for one stage column: ranks or group ids for an ORDER BY or
+    GROUP BY column (ascending with the values, NULL stays NULL), one cell per row for an
+    aggregate's lists."""
+    if call.kind in ("rank", "group"):
+        cells = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        if isinstance(cells, pa.ChunkedArray):
+            cells = pa.array([], pa.binary())
+        method = gateway.rank if call.kind == "rank" else gateway.group
+        return method(query_id, call.cek_id, call.type_code, cells)
+    if call.kind == "expression":
+        return _expression_aggregate(column, call, gateway, query_id)
+    lists = _as_list_array(column)
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    cells = pc.list_flatten(lists)
+    if pa.types.is_large_binary(cells.type) or cells.type != pa.binary():
+        cells = cells.cast(pa.binary())
+    group_ids = pa.array(np.repeat(np.arange(len(lists), dtype=np.int64), lengths))
+    return gateway.aggregate(
+        query_id,
+        call.cek_id,
+        call.type_code,
+        call.operator,
+        cells,
+        group_ids,
+        len(lists),
+        call.decimal_scale,
+    )
+
+
 def finish_aggregates(
     table: pa.Table, calls: Sequence[AggregateCall], gateway: Any, query_id: int
 ) -> pa.Table:
@@ -260,43 +296,30 @@ def finish_aggregates(
     [b'ab', b'c']
     """
     # A top-k call drops the rows outside the first k first, so the other calls see fewer cells.
-    for call in sorted(calls, key=lambda call: call.kind != "top_k"):
-        name = table.column_names[call.result_column]
+    for call in calls:
         if call.kind == "top_k":
             table = _keep_top_k(table, call, gateway, query_id)
-            continue
-        if call.kind in ("rank", "group"):
-            # An ORDER BY or GROUP BY column: its cells become dense ranks or group ids, both
-            # ascending with the values (NULL stays NULL).
-            column = table.column(call.result_column)
-            cells = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-            if isinstance(cells, pa.ChunkedArray):
-                cells = pa.array([], pa.binary())
-            method = gateway.rank if call.kind == "rank" else gateway.group
-            ids = method(query_id, call.cek_id, call.type_code, cells)
-            table = table.set_column(call.result_column, name, ids)
-            continue
-        if call.kind == "expression":
-            result = _expression_aggregate(
-                table.column(call.result_column), call, gateway, query_id
-            )
-            table = table.set_column(call.result_column, name, result)
-            continue
-        lists = _as_list_array(table.column(call.result_column))
-        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
-        cells = pc.list_flatten(lists)
-        if pa.types.is_large_binary(cells.type) or cells.type != pa.binary():
-            cells = cells.cast(pa.binary())
-        group_ids = pa.array(np.repeat(np.arange(len(lists), dtype=np.int64), lengths))
-        result = gateway.aggregate(
-            query_id,
-            call.cek_id,
-            call.type_code,
-            call.operator,
-            cells,
-            group_ids,
-            len(lists),
-            call.decimal_scale,
-        )
-        table = table.set_column(call.result_column, name, result)
+    # Calls on one column run in order (an ORDER BY over an aggregate ranks the aggregate's
+    # result cells); calls on different columns are independent, and the native calls release
+    # the GIL, so on a large result they run side by side (Q1: seven aggregates over ~600k rows
+    # each, ~1.2 s of enclave work on one core).
+    chains: dict[int, list[AggregateCall]] = {}
+    for call in calls:
+        if call.kind != "top_k":
+            chains.setdefault(call.result_column, []).append(call)
+    jobs = [(table.column(index), chain) for index, chain in chains.items()]
+
+    def run(job: tuple[Any, list[AggregateCall]]) -> Any:
+        column, chain = job
+        for call in chain:
+            column = _finish_one(column, call, gateway, query_id)
+        return column
+
+    if len(jobs) > 1 and sum(column.nbytes for column, _ in jobs) >= _PARALLEL_BYTES:
+        with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1, 8)) as pool:
+            results = list(pool.map(run, jobs))
+    else:
+        results = [run(job) for job in jobs]
+    for index, result in zip(chains, results, strict=True):
+        table = table.set_column(index, table.column_names[index], result)
     return table

@@ -537,7 +537,13 @@ class Host:
             rewritten = rewrite_values_insert(plan.sql, view) if table is not None else None
             try:
                 if rewritten is not None and table is not None:
-                    with self._registered(view, table), self._atomic():
+                    # Cells in the batch: stored uncompressed (see append_arrow).
+                    cells = bool(plan.required_keys) and not self._in_transaction()
+                    with (
+                        self._registered(view, table),
+                        ciphertext_checkpoint(self._con, enabled=cells),
+                        self._atomic(),
+                    ):
                         return self._insert_from_view(rewritten, view, table)
                 with self._atomic():
                     total = 0
@@ -601,8 +607,11 @@ class Host:
             target = change.target
             try:
                 # The commit (outside-in: _atomic ends first) checkpoints ciphertext only when
-                # the new values are cells; see ciphertext_checkpoint.
-                with ciphertext_checkpoint(self._con, enabled=target is not None), self._atomic():
+                # the new values are cells; see ciphertext_checkpoint. Inside the caller's own
+                # transaction the setting is left alone: after a failure there DuckDB refuses
+                # the SET that would restore it.
+                cells = target is not None and not self._in_transaction()
+                with ciphertext_checkpoint(self._con, enabled=cells), self._atomic():
                     rows = rewrite_column(
                         self._con,
                         change.table,
@@ -639,7 +648,17 @@ class Host:
                 f"INSERT INTO {_quote(info.name)} ({columns}) SELECT {columns} FROM {_quote(view)}"
             )
             try:
-                with self._registered(view, data), self._atomic():
+                # A large insert into a file writes whole row groups to it as it goes, trying
+                # dictionary and FSST compression on each like a checkpoint would; on cells that
+                # is most of the insert's time and saves nothing. Held through the commit too.
+                # Not inside the caller's transaction: once a failure aborts it, DuckDB refuses
+                # the SET that would put the setting back.
+                cells = info.encrypted and not self._in_transaction()
+                with (
+                    self._registered(view, data),
+                    ciphertext_checkpoint(self._con, enabled=cells),
+                    self._atomic(),
+                ):
                     return self._insert_from_view(sql, view, data)
             except duckdb.Error as error:
                 raise map_duckdb_error(error, redact=info.encrypted) from None

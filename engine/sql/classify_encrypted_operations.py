@@ -60,9 +60,12 @@ _ORDER_OPS: dict[type[exp.Expr], str] = {
     exp.Like: "LIKE",
     exp.ILike: "ILIKE",
 }
-# What the enclave runs on a DETERMINISTIC column under an enclave-enabled key (its order);
-# equality work on it stays native on ciphertext.
-_DETERMINISTIC_ENCLAVE_OPS = frozenset({"ORDER BY", "<", "<=", ">", ">=", "BETWEEN", "LIKE"})
+# What the enclave runs on a DETERMINISTIC column under an enclave-enabled key (its order, and
+# the aggregates that need the values); equality work on it, COUNT(DISTINCT) included, stays
+# native on ciphertext.
+_DETERMINISTIC_ENCLAVE_OPS = frozenset(
+    {"ORDER BY", "<", "<=", ">", ">=", "BETWEEN", "LIKE", "MIN", "MAX", "SUM", "AVG"}
+)
 _ORDER_AGGREGATES: dict[type[exp.Expr], str] = {
     exp.Min: "MIN",
     exp.Max: "MAX",
@@ -163,8 +166,8 @@ class _Classifier:
                 "yet; supported are =, <>, <, <=, >, >=, BETWEEN, IN, NOT IN, LIKE and "
                 "IS [NOT] DISTINCT FROM with "
                 "a literal or ? operand (or a column under the same key), SUM, AVG, MIN, MAX "
-                "and COUNT(DISTINCT) in the outermost SELECT list, and its ORDER BY, GROUP BY "
-                "and DISTINCT"
+                "and COUNT(DISTINCT) in the outermost SELECT list (or one whose result it only "
+                "selects), and its ORDER BY, GROUP BY and DISTINCT"
             )
         if enabled:
             raise ProgrammingError(
@@ -182,16 +185,24 @@ class _Classifier:
         """Order work on a DETERMINISTIC column: the enclave's job under an enclave-enabled key.
 
         Deterministic cells have the randomized cell format (only the IV is derived, not
-        drawn), so the enclave ranks and compares them alike. The host then learns their order
-        on top of the equality it already sees; without the key or a session it is refused.
+        drawn), so the enclave ranks, compares and aggregates them alike. The host then learns
+        their order on top of the equality it already sees (an aggregate's result cell is
+        randomized); without the key or a session it is refused.
         """
         label = target.label
+        if op == "ILIKE":
+            # No declaration allows it: the enclave has no case folding for any column.
+            raise NotSupportedError(
+                f"{label}: `ILIKE` over an encrypted column is not supported in the enclave yet; "
+                "LIKE (case-sensitive) is"
+            )
         if node is None or op not in _DETERMINISTIC_ENCLAVE_OPS:
             # Aggregates and the rest: another declaration of the column would allow them.
             raise ProgrammingError(
                 f"{label} is DETERMINISTIC; `{op}` needs RANDOMIZED encryption with an "
                 "enclave-enabled column master key (ENCLAVE_COMPUTATIONS); on a DETERMINISTIC "
-                "column the enclave runs only ORDER BY, <, <=, >, >=, BETWEEN and LIKE"
+                "column the enclave runs only ORDER BY, <, <=, >, >=, BETWEEN, LIKE, MIN, MAX, SUM "
+                "and AVG"
             )
         if enabled and self.enclave_available:
             node.meta[ENCLAVE] = target

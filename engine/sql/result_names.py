@@ -164,8 +164,9 @@ def duckdb_column_name(projection: exp.Expr) -> str | None:
 
 
 def mark_result_names(statement: exp.Expr) -> exp.Expr:
-    """A copy of ``statement`` whose outermost select-list entries carry their DuckDB name in
-    ``meta``; the mark survives qualification (``*`` expands to unmarked columns).
+    """A copy of ``statement`` whose select-list entries (of every SELECT in it: derived tables
+    and CTEs pass their names on through ``*``) carry their DuckDB name in ``meta``; the mark
+    survives qualification (``*`` expands to unmarked columns, see marked_result_names).
 
     >>> from engine.sql.dialect import parse_statements
     >>> marked = mark_result_names(parse_statements("SELECT MAX(x) FROM t")[0])
@@ -175,16 +176,20 @@ def mark_result_names(statement: exp.Expr) -> exp.Expr:
     if not isinstance(statement, exp.Query):
         return statement
     statement = statement.copy()
-    for projection in statement.selects:
-        name = duckdb_column_name(projection)
-        if name is not None:
-            projection.meta[RESULT_NAME] = name
+    for select in statement.find_all(exp.Select):
+        for projection in select.selects:
+            name = duckdb_column_name(projection)
+            if name is not None:
+                projection.meta[RESULT_NAME] = name
     return statement
 
 
 def marked_result_names(query: exp.Expr) -> tuple[str | None, ...]:
     """The marked name of each outermost select-list entry of the (qualified) ``query``, or
     ``None`` where it has none.
+
+    A column that only passes on an unaliased entry of a derived table or CTE (what ``*``
+    expands to) gets that entry's name, as in DuckDB.
 
     >>> from engine.sql.dialect import parse_statements
     >>> marked_result_names(mark_result_names(parse_statements("SELECT 1 + 2, a FROM t")[0]))
@@ -193,12 +198,130 @@ def marked_result_names(query: exp.Expr) -> tuple[str | None, ...]:
     if not isinstance(query, exp.Query):
         return ()
     names: list[str | None] = []
+    memo: dict[int, list[str | None]] = {}
     for projection in query.selects:
         name = projection.meta.get(RESULT_NAME)
         if name is None and isinstance(projection, exp.Alias):
             name = projection.this.meta.get(RESULT_NAME)  # qualification added the alias
+        if name is None:
+            name = _passed_on_name(_leftmost_select(query), projection, memo, 0)
         names.append(name)
     return tuple(names)
+
+
+# How deep a chain of derived tables is followed for a passed-on name; deeper ones keep theirs.
+_MAX_PASS_DEPTH = 16
+
+
+def _leftmost_select(query: exp.Expr | None) -> exp.Select | None:
+    """The SELECT whose select list names ``query``'s columns (a set operation takes its left
+    side's names, in DuckDB as in sqlglot)."""
+    while isinstance(query, (exp.SetOperation, exp.Subquery)):
+        query = query.this
+    return query if isinstance(query, exp.Select) else None
+
+
+def _passed_on_name(
+    select: exp.Select | None, projection: exp.Expr, memo: dict[int, list[str | None]], depth: int
+) -> str | None:
+    """The name DuckDB gives the derived-table or CTE entry that ``projection`` of ``select``
+    (qualified) merely passes on, or ``None`` when that entry's name is not marked."""
+    column = projection.this if isinstance(projection, exp.Alias) else projection
+    if select is None or depth > _MAX_PASS_DEPTH or not isinstance(column, exp.Column):
+        return None
+    if isinstance(projection, exp.Alias) and projection.alias != column.name:
+        return None  # renamed by the user, who would have marked it, or by the qualifier
+    inner = _leftmost_select(_source_query(select, column.table))
+    if inner is None:
+        return None
+    matches = [i for i, entry in enumerate(inner.selects) if entry.alias_or_name == column.name]
+    if len(matches) != 1:
+        return None
+    return _derived_names(inner, memo, depth)[matches[0]]
+
+
+def _derived_names(
+    select: exp.Select, memo: dict[int, list[str | None]], depth: int
+) -> list[str | None]:
+    """The names DuckDB gives the columns of ``select`` used as a derived table or CTE (``None``
+    where not marked). Each SELECT is named once per call of marked_result_names."""
+    key = id(select)
+    if key not in memo:
+        memo[key] = [None] * len(select.selects)  # a reference cycle finds no name
+        names = [
+            _entry_name(select, index, entry, memo, depth)
+            for index, entry in enumerate(select.selects)
+        ]
+        # DuckDB makes a derived table's names unique, case-insensitively and in order, by
+        # appending _1, _2, ... to a name already taken: (n + 1), (n + 1)_1.
+        taken: set[str] = set()
+        unique: list[str | None] = []
+        for entry, name in zip(select.selects, names, strict=True):
+            base = name if name is not None else entry.alias_or_name
+            candidate, suffix = base, 0
+            while candidate.casefold() in taken:
+                suffix += 1
+                candidate = f"{base}_{suffix}"
+            taken.add(candidate.casefold())
+            unique.append(candidate if name is not None else None)
+        memo[key] = unique
+    return memo[key]
+
+
+def _entry_name(
+    select: exp.Select,
+    index: int,
+    entry: exp.Expr,
+    memo: dict[int, list[str | None]],
+    depth: int,
+) -> str | None:
+    if not isinstance(entry, exp.Alias):
+        return None
+    own = entry.meta.get(RESULT_NAME)
+    if own is not None:
+        # The user's alias; the qualifier may have changed its case, or replaced it with a
+        # column alias of the derived table (x(a, b)), whose name then is the one that counts.
+        return str(own) if str(own).casefold() == entry.alias.casefold() else None
+    marked = entry.this.meta.get(RESULT_NAME)
+    if marked is not None:
+        # Only under the qualifier's own name for an unaliased entry (sqlglot's output name,
+        # else _col_<index>): a column alias list of the derived table renames it, and DuckDB
+        # then uses that name.
+        own_name = entry.this.output_name or f"_col_{index}"
+        return str(marked) if entry.alias == own_name else None
+    return _passed_on_name(select, entry, memo, depth + 1)
+
+
+def _source_query(select: exp.Select, name: str) -> exp.Expr | None:
+    """The query behind the FROM or JOIN item of ``select`` called ``name``: a derived table's,
+    or a CTE's in scope; ``None`` for a base table or anything else."""
+    if not name:
+        return None
+    items = [select.args.get("from_"), *(select.args.get("joins") or [])]
+    for item in items:
+        source = item.this if item is not None else None
+        if source is None or source.alias_or_name != name:
+            continue
+        if isinstance(source, exp.Subquery):
+            inner = source.this
+            return inner if isinstance(inner, exp.Expr) else None
+        if isinstance(source, exp.Table) and not source.args.get("db"):
+            return _cte_query(select, source.name)
+        return None
+    return None
+
+
+def _cte_query(node: exp.Expr, name: str) -> exp.Expr | None:
+    """The nearest CTE called ``name`` visible from ``node`` (a WITH on it or an ancestor)."""
+    scope: exp.Expr | None = node
+    while scope is not None:
+        with_ = scope.args.get("with_")
+        if isinstance(with_, exp.With):
+            for cte in with_.expressions:
+                if cte.alias == name and isinstance(cte.this, exp.Expr):
+                    return cte.this
+        scope = scope.parent
+    return None
 
 
 def name_result_columns(

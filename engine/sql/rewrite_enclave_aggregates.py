@@ -9,6 +9,8 @@ value DuckDB would still have to compare or compute with.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlglot import exp
 
 from engine.errors import NotSupportedError
@@ -93,7 +95,7 @@ def _refuse(target: EncryptionTarget, construct: str, why: str) -> NotSupportedE
     return NotSupportedError(f"{target.label}: {construct} in the enclave {why}")
 
 
-def _check_uses(root: exp.Select, names: set[str], target: EncryptionTarget, what: str) -> None:
+def _check_uses(root: exp.Query, names: set[str], target: EncryptionTarget, what: str) -> None:
     """DuckDB must not sort, filter or compute with an aggregate it only holds as cells."""
     for key, clause_name in (("order", "ORDER BY"), ("having", "HAVING"), ("qualify", "QUALIFY")):
         clause = root.args.get(key)
@@ -148,12 +150,194 @@ def _expression_aggregate(
     return operation, exp.Anonymous(this="LIST", expressions=[packed])
 
 
-def rewrite_enclave_aggregates(expression: exp.Expr) -> exp.Expr:
-    """Replace each enclave-marked aggregate of the outermost SELECT list by ``LIST(column)``.
+def _rewrite_select(
+    select: exp.Select, nodes: list[exp.Expr]
+) -> dict[str, tuple[EnclaveOperation, exp.Expr]]:
+    """Turn the marked aggregates that are whole items of ``select``'s list into LIST columns.
 
-    The projection gets ``meta[AGGREGATE]``: an EnclaveOperation with the result column's index
-    and the result's declared type in ``result_type``. Anywhere else (a subquery, HAVING, ORDER
-    BY, an expression around it) the aggregate is refused with NotSupportedError.
+    Returns each rewritten item's output name (casefolded) with its operation (``result_column``
+    is the item's index in ``select``) and the item; refuses any other use of an aggregate.
+    """
+    rewritten: dict[str, tuple[EnclaveOperation, exp.Expr]] = {}
+    for node in nodes:
+        target = node.meta[ENCLAVE]
+        operator = _OPERATORS[type(node)]
+        construct = _CONSTRUCTS[operator]
+        item = _top_level_projection(node, select)
+        if item is None:
+            raise _refuse(
+                target,
+                construct,
+                "runs only as a whole item of the outermost SELECT list, or of the list of a "
+                "subquery or CTE whose result the outer query only selects (not inside an "
+                "expression, HAVING or ORDER BY)",
+            )
+        if select.args.get("distinct"):
+            raise _refuse(target, construct, "cannot be combined with SELECT DISTINCT")
+        index = list(select.expressions).index(item)
+        argument = node.this
+        while isinstance(argument, exp.Paren):
+            argument = argument.this
+        if operator in ("SUM", "AVG") and not isinstance(argument, exp.Column):
+            # Arithmetic inside SUM or AVG: the enclave evaluates it row by row.
+            operation, replacement = _expression_aggregate(operator, argument, index)
+            rewritten[item.alias_or_name.casefold()] = (operation, item)
+            node.replace(replacement)
+            continue
+        declared = target.declared_type
+        try:
+            result = result_type(operator, declared)
+        except NotSupportedError as error:
+            raise _refuse(target, construct, str(error)) from None
+        column = node.this.this if isinstance(node.this, exp.Distinct) else node.this
+        if isinstance(node.this, exp.Distinct) and len(node.this.expressions) == 1:
+            column = node.this.expressions[0]
+        if not isinstance(column, exp.Column):
+            raise _refuse(target, construct, "needs a bare column as its argument")
+        operation = EnclaveOperation(
+            target,
+            operator,
+            parse_sql_type(declared).form.name,
+            (),
+            None,
+            construct,
+            result_column=index,
+            result_type=result,
+        )
+        rewritten[item.alias_or_name.casefold()] = (operation, item)
+        node.replace(exp.Anonymous(this="LIST", expressions=[column.copy()]))
+    _check_uses(select, set(rewritten), nodes[0].meta[ENCLAVE], "an aggregate")
+    return rewritten
+
+
+def _source_name(select: exp.Select, root: exp.Expr) -> str | None:
+    """The name under which the outermost SELECT reads ``select``, when it reads it directly.
+
+    That is the alias of a derived table in root's FROM or JOIN list, or the name of a CTE of
+    root's WITH that root's FROM or JOIN list names exactly once and nothing else names.
+    """
+    if not isinstance(root, exp.Select) or select is root:
+        return None
+    sources = [root.args["from_"].this] if root.args.get("from_") is not None else []
+    sources += [join.this for join in root.args.get("joins") or []]
+    parent = select.parent
+    if isinstance(parent, exp.Subquery):
+        return parent.alias_or_name.casefold() if parent in sources else None
+    if isinstance(parent, exp.CTE) and parent.parent is root.args.get("with_"):
+        name = parent.alias_or_name.casefold()
+        readers = [t for t in root.find_all(exp.Table) if t.name.casefold() == name]
+        if len(readers) == 1 and readers[0] in sources:
+            return readers[0].alias_or_name.casefold()
+    return None
+
+
+def _hoist(
+    root: exp.Select, source: str, inner: dict[str, tuple[EnclaveOperation, exp.Expr]]
+) -> None:
+    """Mark root's items that pass an inner aggregate through; refuse any other use of one.
+
+    Root only carries the inner ``LIST`` column to its output, where the host hands it to the
+    enclave as it does an outermost aggregate's: DuckDB never filters, sorts or computes on it.
+    """
+    first = next(iter(inner.values()))[0]
+    passed: set[str] = set()
+    for column in list(root.find_all(exp.Column)):
+        if column.table.casefold() != source or column.name.casefold() not in inner:
+            continue
+        if column.parent_select is not root:
+            raise _refuse(first.target, first.construct, _PASS_THROUGH_ONLY)
+        operation, _ = inner[column.name.casefold()]
+        item = _top_level_projection(column, root)
+        if item is None:
+            raise _refuse(operation.target, operation.construct, _PASS_THROUGH_ONLY)
+        if root.args.get("distinct") or root.args.get("group"):
+            raise _refuse(
+                operation.target,
+                operation.construct,
+                "below the outermost SELECT cannot be passed through its DISTINCT or GROUP BY",
+            )
+        index = list(root.expressions).index(item)
+        item.meta[AGGREGATE] = replace(operation, result_column=index)
+        passed.add(item.alias_or_name.casefold())
+    _check_uses(root, passed, first.target, "an aggregate of a subquery")
+
+
+_PASS_THROUGH_ONLY = (
+    "in a subquery or CTE gives ciphertext; the outer query may only select its result "
+    "(not compare, compute, join, group or sort with it)"
+)
+
+
+def _union_all_branches(query: exp.Expr) -> list[exp.Select] | None:
+    """The SELECT branches of a tree of ``UNION ALL``s, left to right; None for anything else."""
+    if isinstance(query, exp.Select):
+        return [query]
+    if not isinstance(query, exp.Union) or query.args.get("distinct"):
+        return None
+    left, right = _union_all_branches(query.this), _union_all_branches(query.expression)
+    return None if left is None or right is None else left + right
+
+
+def _same_aggregate(first: EnclaveOperation, other: EnclaveOperation) -> bool:
+    """Whether ``other`` may be finished as ``first``: same key, type and work, any column."""
+    return (
+        other.target.cek_name == first.target.cek_name
+        and other.target.declared_type == first.target.declared_type
+        and replace(other, target=first.target) == first
+    )
+
+
+def _rewrite_branches(
+    expression: exp.Expr, by_select: dict[int, tuple[exp.Select | None, list[exp.Expr]]]
+) -> bool:
+    """Aggregates in the branches of an outermost ``UNION ALL``: each branch collects its cells,
+    and the host finishes each output column as the first branch's aggregate, so every branch
+    must have the same aggregate (same key, type and operator) in that column. False when
+    ``expression`` is no such set operation.
+    """
+    branches = _union_all_branches(expression)
+    if branches is None or len(branches) < 2:
+        return False
+    if any(id(select) not in {id(b) for b in branches} for select, _ in by_select.values()):
+        return False  # an aggregate deeper than a branch's own list: refused by the caller
+    results = [
+        _rewrite_select(branch, by_select[id(branch)][1]) if id(branch) in by_select else {}
+        for branch in branches
+    ]
+    by_position = [
+        {operation.result_column: (operation, item) for operation, item in found.values()}
+        for found in results
+    ]
+    assert isinstance(expression, exp.Query)
+    first_branch = by_position[0]
+    for position in set().union(*by_position):
+        found = [positions.get(position) for positions in by_position]
+        known = next(entry for entry in found if entry is not None)[0]
+        if any(entry is None or not _same_aggregate(known, entry[0]) for entry in found):
+            raise _refuse(
+                known.target,
+                known.construct,
+                "in a UNION ALL branch needs the same aggregate (same key, type and operator) "
+                "in that column of every branch",
+            )
+        operation, item = first_branch[position]
+        item.meta[AGGREGATE] = operation
+    names = {item.alias_or_name.casefold() for _, item in first_branch.values()}
+    first = next(iter(first_branch.values()))[0]
+    _check_uses(expression, names, first.target, "an aggregate of a UNION ALL branch")
+    return True
+
+
+def rewrite_enclave_aggregates(expression: exp.Expr) -> exp.Expr:
+    """Replace each enclave-marked aggregate of a SELECT list by ``LIST(column)``.
+
+    The outermost SELECT's projection gets ``meta[AGGREGATE]``: an EnclaveOperation with the
+    result column's index and the result's declared type in ``result_type``. An aggregate of a
+    subquery or CTE that the outermost SELECT reads directly is rewritten too when the outer query
+    only selects its result: the outer item that passes it through gets the operation. Anywhere
+    else (HAVING, ORDER BY, an expression around it, an outer comparison) it is refused with
+    NotSupportedError. In the branches of an outermost ``UNION ALL``, each output column holding
+    an aggregate must hold the same one in every branch; the first branch's item gets it.
 
     >>> from sqlglot import parse_one
     >>> from engine.sql.resolve_columns import TARGET
@@ -167,67 +351,48 @@ def rewrite_enclave_aggregates(expression: exp.Expr) -> exp.Expr:
     >>> operation = rewritten.selects[1].meta[AGGREGATE]
     >>> operation.operator, operation.result_column, operation.result_type
     ('SUM', 1, 'DECIMAL(38,0)')
+    >>> tree = parse_one("SELECT v.s FROM (SELECT g, MAX(x) AS s FROM t GROUP BY g) AS v")
+    >>> tree.find(exp.Max).meta[ENCLAVE] = target
+    >>> rewritten = rewrite_enclave_aggregates(tree)
+    >>> rewritten.sql("duckdb")
+    'SELECT v.s FROM (SELECT g, LIST(x) AS s FROM t GROUP BY g) AS v'
+    >>> operation = rewritten.selects[0].meta[AGGREGATE]
+    >>> operation.operator, operation.result_column, operation.result_type
+    ('MAX', 0, 'INTEGER')
     """
-    marked = [
-        node for node in expression.find_all(*_OPERATORS) if node.meta.get(ENCLAVE) is not None
-    ]
-    if not marked:
+    if not any(node.meta.get(ENCLAVE) is not None for node in expression.find_all(*_OPERATORS)):
         return expression
     expression = expression.copy()
-    marked = [
-        node for node in expression.find_all(*_OPERATORS) if node.meta.get(ENCLAVE) is not None
-    ]
-    aliases: set[str] = set()
-    for node in marked:
-        target = node.meta[ENCLAVE]
-        operator = _OPERATORS[type(node)]
-        construct = _CONSTRUCTS[operator]
-        item = (
-            _top_level_projection(node, expression) if isinstance(expression, exp.Select) else None
-        )
-        if item is None:
+    by_select: dict[int, tuple[exp.Select | None, list[exp.Expr]]] = {}
+    for node in expression.find_all(*_OPERATORS):
+        if node.meta.get(ENCLAVE) is not None:
+            select = node.parent_select
+            entry = by_select.setdefault(id(select), (select, []))
+            entry[1].append(node)
+    if _rewrite_branches(expression, by_select):
+        return expression
+    # The inner SELECTs first, so that the outermost one's items are known when it is checked.
+    for select, nodes in by_select.values():
+        if select is expression:
+            continue
+        target = nodes[0].meta[ENCLAVE]
+        construct = _CONSTRUCTS[_OPERATORS[type(nodes[0])]]
+        source = _source_name(select, expression) if select is not None else None
+        if select is None or source is None:
             raise _refuse(
                 target,
                 construct,
-                "runs only as a whole item of the outermost SELECT list (not inside an "
-                "expression, a subquery, HAVING or ORDER BY)",
+                "runs only in the outermost SELECT or in a subquery or CTE that the outermost "
+                "SELECT reads directly in its FROM clause, or in a branch of an outermost UNION "
+                "ALL (not in a UNION, INTERSECT or EXCEPT branch, a deeper subquery, or a CTE "
+                "read more than once)",
             )
-        if expression.args.get("distinct"):
-            raise _refuse(target, construct, "cannot be combined with SELECT DISTINCT")
-        argument = node.this
-        while isinstance(argument, exp.Paren):
-            argument = argument.this
-        if operator in ("SUM", "AVG") and not isinstance(argument, exp.Column):
-            # Arithmetic inside SUM or AVG: the enclave evaluates it row by row.
-            index = list(expression.expressions).index(item)
-            item.meta[AGGREGATE], replacement = _expression_aggregate(operator, argument, index)
-            aliases.add(item.alias_or_name.casefold())
-            node.replace(replacement)
-            continue
-        declared = target.declared_type
-        try:
-            result = result_type(operator, declared)
-        except NotSupportedError as error:
-            raise _refuse(target, construct, str(error)) from None
-        column = node.this.this if isinstance(node.this, exp.Distinct) else node.this
-        if isinstance(node.this, exp.Distinct) and len(node.this.expressions) == 1:
-            column = node.this.expressions[0]
-        if not isinstance(column, exp.Column):
-            raise _refuse(target, construct, "needs a bare column as its argument")
-        index = list(expression.expressions).index(item)
-        operation = EnclaveOperation(
-            target,
-            operator,
-            parse_sql_type(declared).form.name,
-            (),
-            None,
-            construct,
-            result_column=index,
-            result_type=result,
-        )
-        item.meta[AGGREGATE] = operation
-        aliases.add(item.alias_or_name.casefold())
-        node.replace(exp.Anonymous(this="LIST", expressions=[column.copy()]))
-    assert isinstance(expression, exp.Select)
-    _check_uses(expression, aliases, marked[0].meta[ENCLAVE], "an aggregate")
+        inner = _rewrite_select(select, nodes)
+        assert isinstance(expression, exp.Select)
+        _hoist(expression, source, inner)
+    outer = by_select.get(id(expression))
+    if outer is not None:
+        assert isinstance(expression, exp.Select)
+        for operation, item in _rewrite_select(expression, outer[1]).values():
+            item.meta[AGGREGATE] = operation
     return expression

@@ -180,6 +180,11 @@ EE_MUST_CHECK ee_status ee_cell_decrypt_batch(
 #define EE_EVIDENCE_MAX_LEN 1157
 #define EE_MAX_SESSIONS 256
 #define EE_MAX_QUERIES_PER_SESSION 64
+/* A session not used (opened, named by a package, or its query contexts' keys used) for longer
+ * than this, on the monotonic clock, is expired: wiped with its query contexts when it is next
+ * named (which then gives EE_ERR_SESSION or EE_ERR_QUERY) or when a new session needs its slot.
+ * So crashed clients cannot fill the session table for good. */
+#define EE_SESSION_IDLE_SECONDS 900
 #define EE_MAX_QUERY_KEYS 256
 #define EE_MAX_AUTHORIZATIONS 4096
 #define EE_MAX_IN_ITEMS 65536
@@ -247,12 +252,14 @@ EE_MUST_CHECK ee_status ee_enclave_info(uint8_t out_measurement[32], uint32_t *o
 
 /* Opens a session: makes (once per process) the ECDSA P-384 identity key and (per session) an
  * ephemeral ECDH P-384 key, derives session_key = SHA-256(ECDH(enclave, client).x) at once,
- * and writes evidence format v1 of docs/attestation.md, signed by the simulated platform key
+ * and writes evidence format v2 of docs/attestation.md, signed by the simulated platform key
  * `<platform_dir>/platform_key.pem` (created 0600 with platform_key.pub.pem when absent).
  * nonce is 16..256 bytes; client_ecdh_public is the 97-byte uncompressed P-384 point; the
  * evidence needs at most EE_EVIDENCE_MAX_LEN bytes. A point off the curve is EE_ERR_ARGUMENT,
- * an unusable platform key EE_ERR_PLATFORM, a full session table EE_ERR_LIMIT.
- * Leakage: the evidence (public by design) and the random session id.
+ * an unusable platform key EE_ERR_PLATFORM, a table full of sessions used within the last
+ * EE_SESSION_IDLE_SECONDS EE_ERR_LIMIT (the longest-idle expired session gives up its slot).
+ * Leakage: the evidence (public by design), the random session id, and whether some session
+ * had been idle past the bound (it is gone afterwards).
  */
 EE_MUST_CHECK ee_status ee_enclave_open_session(
     uint8_t *out_evidence, size_t out_evidence_cap, size_t *out_evidence_len,
@@ -261,8 +268,9 @@ EE_MUST_CHECK ee_status ee_enclave_open_session(
     const uint8_t *client_ecdh_public, size_t client_ecdh_public_len,
     const uint8_t *platform_dir, size_t platform_dir_len);
 
-/* Closes a session: wipes its session key and every query context it opened.
- * Leakage: whether the id named a live session. */
+/* Closes a session: wipes its session key and every query context it opened. An expired
+ * session is wiped too and gives EE_ERR_SESSION, like an unknown id.
+ * Leakage: whether the id named a live, unexpired session. */
 EE_MUST_CHECK ee_status ee_enclave_close_session(uint64_t session_id);
 
 /* Opens a query context from an enclave package (spec 5.6, extended):
@@ -278,8 +286,10 @@ EE_MUST_CHECK ee_status ee_enclave_close_session(uint64_t session_id);
  * (EE_ERR_PACKAGE); its counter is above the last accepted one (EE_ERR_REPLAY); its statement
  * hash equals statement_hash (EE_ERR_PACKAGE). Only then is the counter advanced and the context
  * made, holding the package's CEKs and authorizations. At most EE_MAX_QUERIES_PER_SESSION open
- * contexts per session (EE_ERR_LIMIT).
- * Leakage: which check failed, and the random query id.
+ * contexts per session (EE_ERR_LIMIT). A session idle past EE_SESSION_IDLE_SECONDS is wiped
+ * here and gives EE_ERR_SESSION: the client opens a new session.
+ * Leakage: which check failed (an expired session reads as an unknown one), and the random
+ * query id.
  */
 EE_MUST_CHECK ee_status ee_enclave_begin_query(uint64_t *out_query_id, uint64_t session_id,
                                                const uint8_t *package, size_t package_len,

@@ -1,5 +1,5 @@
 /* enclave_evidence.c: the enclave's identity, its measurement, the simulated platform key, and
- * evidence format v1 (docs/attestation.md) with the ECDH key agreement of spec 5.5.
+ * evidence format v2 (docs/attestation.md) with the ECDH key agreement of spec 5.5.
  *
  * All public-key cryptography goes through OpenSSL EVP. The identity key is made once per
  * process; each session's ECDH private key lives only for the duration of ee_evidence_make.
@@ -234,6 +234,12 @@ static void put_u32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* Domain separation for the identity key: its signature over ecdh_public || nonce is made over
+ * this label first (NUL included), so it can never be taken for a signature made for another
+ * purpose, should the key ever sign anything else. Evidence v1 signed without it. */
+static const char ECDH_SIGNATURE_LABEL[] = "EnclaveSQL evidence v2";
+#define ECDH_LABEL_LEN sizeof ECDH_SIGNATURE_LABEL
+
 ee_status ee_evidence_make(uint8_t *out, size_t out_cap, size_t *out_len,
                            uint8_t out_session_key[32], const uint8_t *nonce, size_t nonce_len,
                            const uint8_t client_ecdh_public[97], const char *platform_dir) {
@@ -243,7 +249,7 @@ ee_status ee_evidence_make(uint8_t *out, size_t out_cap, size_t *out_len,
     uint8_t shared_x[48];
     size_t shared_len = sizeof shared_x;
     uint8_t report[175 + EE_NONCE_MAX_LEN];
-    uint8_t signed_point[97 + EE_NONCE_MAX_LEN];
+    uint8_t signed_point[ECDH_LABEL_LEN + 97 + EE_NONCE_MAX_LEN];
     uint8_t platform_sig[SIG_CAP], ecdh_sig[SIG_CAP];
     size_t platform_sig_len = 0, ecdh_sig_len = 0;
     uint8_t point[97];
@@ -278,7 +284,7 @@ ee_status ee_evidence_make(uint8_t *out, size_t out_cap, size_t *out_len,
 
     /* The report: magic, flags, measurement, svn, report_data, nonce_len, nonce, ecdh_public. */
     size_t report_len = 175 + nonce_len;
-    memcpy(report, "EEV1", 4);
+    memcpy(report, "EEV2", 4);
     put_u32(report + 4, debug ? 1u : 0u);
     memcpy(report + 8, measured, 32);
     put_u32(report + 40, svn);
@@ -288,8 +294,9 @@ ee_status ee_evidence_make(uint8_t *out, size_t out_cap, size_t *out_len,
     put_u16(report + 76, nonce_len);
     memcpy(report + 78, nonce, nonce_len);
     memcpy(report + 78 + nonce_len, point, 97);
-    memcpy(signed_point, point, 97);
-    memcpy(signed_point + 97, nonce, nonce_len);
+    memcpy(signed_point, ECDH_SIGNATURE_LABEL, ECDH_LABEL_LEN);
+    memcpy(signed_point + ECDH_LABEL_LEN, point, 97);
+    memcpy(signed_point + ECDH_LABEL_LEN + 97, nonce, nonce_len);
 
     platform = platform_key(platform_dir);
     if (platform == NULL) {
@@ -297,7 +304,8 @@ ee_status ee_evidence_make(uint8_t *out, size_t out_cap, size_t *out_len,
         goto done;
     }
     if (!sign_sha384(platform, report, report_len, platform_sig, &platform_sig_len) ||
-        !sign_sha384(identity_key, signed_point, 97 + nonce_len, ecdh_sig, &ecdh_sig_len)) {
+        !sign_sha384(identity_key, signed_point, ECDH_LABEL_LEN + 97 + nonce_len, ecdh_sig,
+                     &ecdh_sig_len)) {
         goto done;
     }
     size_t total = report_len + 2 + platform_sig_len + 2 + identity_der_len + 2 + ecdh_sig_len;

@@ -28,13 +28,19 @@ long ee_test_secret_outstanding(void);
 /* ---- Evidence (enclave_evidence.c) ----------------------------------------------------------- */
 
 /* Makes a fresh ECDH P-384 key, derives session_key = SHA-256(ECDH(it, client).x) into
- * out_session_key, and writes evidence format v1 signed by the platform key of platform_dir
+ * out_session_key, and writes evidence format v2 signed by the platform key of platform_dir
  * (a NUL-terminated copy) and the identity key. The ECDH private key is freed before return. */
 ee_status ee_evidence_make(uint8_t *out, size_t out_cap, size_t *out_len,
                            uint8_t out_session_key[32], const uint8_t *nonce, size_t nonce_len,
                            const uint8_t client_ecdh_public[97], const char *platform_dir);
 
 /* ---- Query contexts (enclave_session.c) ------------------------------------------------------ */
+
+#ifdef EE_TESTING
+/* Test-only: moves the sessions' monotonic clock forward, so a test can expire a session
+ * without sleeping. The Python extension is built without EE_TESTING and has no such hook. */
+void ee_test_advance_session_clock(int64_t seconds);
+#endif
 
 /* Checks that query_id is live (EE_ERR_QUERY) and that its package authorized exactly
  * (cek_id, op, type_code, SHA-256(constant)) (EE_ERR_NOT_AUTHORIZED), then copies that CEK's

@@ -1,14 +1,18 @@
 /* enclave_session.c: enclave sessions, the enclave package, and per-query contexts.
  *
- * A session holds the 32-byte session key and the last accepted package counter. A query context
+ * A session holds the 32-byte session key, the last accepted package counter and the monotonic
+ * time of its last use; one idle for EE_SESSION_IDLE_SECONDS is expired (wiped with its query
+ * contexts) when next named or when a new session needs its slot. A query context
  * holds the CEKs and authorizations of one verified package. Both live in enclave-private tables
  * behind one mutex and are named by random 64-bit ids. It must verify a package's MAC before
  * parsing anything in it, advance the counter only after every check, and wipe every key on
  * every exit path. It never shares a key with the codec's key table.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime and CLOCK_MONOTONIC under -std=c11 */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -26,6 +30,7 @@ typedef struct session {
     uint8_t key[32];
     int64_t counter; /* the last accepted package counter; 0 before the first */
     int open_queries;
+    int64_t last_used; /* monotonic seconds (session_clock) of the last open, package or key use */
 } session;
 
 typedef struct query_key {
@@ -52,6 +57,28 @@ typedef struct query {
 static session sessions[EE_MAX_SESSIONS];
 static query queries[MAX_QUERIES];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+
+#ifdef EE_TESTING
+/* Test-only: seconds added to the monotonic clock, so a test can age sessions without sleeping. */
+static int64_t clock_offset = 0;
+void ee_test_advance_session_clock(int64_t seconds) {
+    pthread_mutex_lock(&table_lock);
+    clock_offset += seconds;
+    pthread_mutex_unlock(&table_lock);
+}
+#endif
+
+/* Monotonic seconds: wall-clock jumps (NTP, a host that sets the time) cannot age or revive a
+ * session. Call with the lock held (the test offset is read under it). */
+static int64_t session_clock(void) {
+    struct timespec now;
+    if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) return 0;
+    int64_t seconds = (int64_t)now.tv_sec;
+#ifdef EE_TESTING
+    seconds += clock_offset;
+#endif
+    return seconds;
+}
 
 static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
@@ -105,6 +132,50 @@ static void drop_query(query *q) {
     memset(q, 0, sizeof *q);
 }
 
+/* Wipes a session and every query context it opened. Call with the lock held. */
+static void drop_session(session *s) {
+    for (size_t i = 0; i < MAX_QUERIES; i++) {
+        if (queries[i].id != 0 && queries[i].session_id == s->id) drop_query(&queries[i]);
+    }
+    ee_wipe(s, sizeof *s);
+}
+
+static int session_expired(const session *s, int64_t now) {
+    return now - s->last_used > EE_SESSION_IDLE_SECONDS;
+}
+
+/* The live session named id, its use time refreshed; NULL when there is none. A session idle
+ * past the bound is dropped here, so an expired id behaves exactly like a closed one. Call with
+ * the lock held. */
+static session *use_session(uint64_t id) {
+    session *s = find_session(id);
+    if (s == NULL) return NULL;
+    int64_t now = session_clock();
+    if (session_expired(s, now)) {
+        drop_session(s);
+        return NULL;
+    }
+    s->last_used = now;
+    return s;
+}
+
+/* A slot for a new session: a free one, else the longest-idle expired one (wiped first), else
+ * NULL. Live sessions are never evicted, so a flood of opens cannot push out a working client.
+ * Call with the lock held. */
+static session *free_session_slot(void) {
+    session *oldest = NULL;
+    int64_t now = session_clock();
+    for (size_t i = 0; i < EE_MAX_SESSIONS; i++) {
+        if (sessions[i].id == 0) return &sessions[i];
+        if (session_expired(&sessions[i], now) &&
+            (oldest == NULL || sessions[i].last_used < oldest->last_used)) {
+            oldest = &sessions[i];
+        }
+    }
+    if (oldest != NULL) drop_session(oldest);
+    return oldest;
+}
+
 ee_status ee_enclave_open_session(uint8_t *out_evidence, size_t out_evidence_cap,
                                   size_t *out_evidence_len, uint64_t *out_session_id,
                                   const uint8_t *nonce, size_t nonce_len,
@@ -148,18 +219,18 @@ ee_status ee_enclave_open_session(uint8_t *out_evidence, size_t out_evidence_cap
         goto done;
     }
     status = EE_ERR_LIMIT;
-    for (size_t i = 0; i < EE_MAX_SESSIONS; i++) {
-        if (sessions[i].id != 0) continue;
+    session *slot = free_session_slot();
+    if (slot != NULL) {
         uint64_t id = 0;
         status = fresh_id(&id);
         if (status == EE_OK) {
-            sessions[i].id = id;
-            memcpy(sessions[i].key, session_key, 32);
-            sessions[i].counter = 0;
-            sessions[i].open_queries = 0;
+            slot->id = id;
+            memcpy(slot->key, session_key, 32);
+            slot->counter = 0;
+            slot->open_queries = 0;
+            slot->last_used = session_clock();
             *out_session_id = id;
         }
-        break;
     }
     pthread_mutex_unlock(&table_lock);
     if (status == EE_OK) {
@@ -174,12 +245,10 @@ done:
 ee_status ee_enclave_close_session(uint64_t session_id) {
     if (pthread_mutex_lock(&table_lock) != 0) return EE_ERR_INTERNAL;
     ee_status status = EE_ERR_SESSION;
-    session *s = find_session(session_id);
+    /* An expired session is dropped by use_session and reported like any unknown id. */
+    session *s = use_session(session_id);
     if (s != NULL) {
-        for (size_t i = 0; i < MAX_QUERIES; i++) {
-            if (queries[i].id != 0 && queries[i].session_id == session_id) drop_query(&queries[i]);
-        }
-        ee_wipe(s, sizeof *s);
+        drop_session(s);
         status = EE_OK;
     }
     pthread_mutex_unlock(&table_lock);
@@ -284,7 +353,7 @@ ee_status ee_enclave_begin_query(uint64_t *out_query_id, uint64_t session_id,
         status = EE_ERR_INTERNAL;
         goto done;
     }
-    session *s = find_session(session_id);
+    session *s = use_session(session_id);
     if (s != NULL) {
         memcpy(session_key, s->key, 32);
         last_counter = s->counter;
@@ -384,6 +453,9 @@ ee_status ee_query_key(ee_cell_keys *out, uint64_t query_id, uint16_t cek_id, in
     if (pthread_mutex_lock(&table_lock) != 0) return EE_ERR_INTERNAL;
     ee_status status = EE_ERR_QUERY;
     query *q = find_query(query_id);
+    /* A query context in use keeps its session alive; one whose session has expired goes with
+     * it, so a key never outlives the idle bound. */
+    if (q != NULL && use_session(q->session_id) == NULL) q = find_query(query_id);
     if (q != NULL) {
         status = EE_ERR_NOT_AUTHORIZED;
         int granted = 0;

@@ -60,7 +60,7 @@ static inline EVP_PKEY *test_peer(const uint8_t point[97]) {
     return peer;
 }
 
-/* The enclave's ECDH point inside evidence v1: right after the nonce. */
+/* The enclave's ECDH point inside evidence v2: right after the nonce. */
 static inline const uint8_t *test_evidence_point(const uint8_t *evidence) {
     size_t nonce_len = (size_t)evidence[76] | ((size_t)evidence[77] << 8);
     return evidence + 78 + nonce_len;

@@ -94,7 +94,7 @@ static void test_info_and_evidence(void) {
     test_client c;
     CHECK(test_open(&c, platform_dir) == EE_OK);
     const uint8_t *e = c.evidence;
-    CHECK(memcmp(e, "EEV1", 4) == 0);
+    CHECK(memcmp(e, "EEV2", 4) == 0);
     CHECK(e[4] == 0 && e[5] == 0 && e[6] == 0 && e[7] == 0);
     CHECK(memcmp(e + 8, measurement, 32) == 0);
     CHECK(e[40] == EE_ENCLAVE_SVN && e[41] == 0);
@@ -133,16 +133,25 @@ static void test_info_and_evidence(void) {
     EVP_MD_CTX_free(md);
     EVP_PKEY_free(platform);
 
-    /* The identity key signs ecdh_public || nonce. */
+    /* The identity key signs label || ecdh_public || nonce (docs/attestation.md, format v2), and
+     * the same signature does not verify over the unlabelled v1 message. */
+    static const char label[] = "EnclaveSQL evidence v2"; /* NUL included */
     const uint8_t *cursor = id_der;
     EVP_PKEY *identity = d2i_PUBKEY(NULL, &cursor, (long)id_len);
-    uint8_t signed_point[97 + 32];
-    memcpy(signed_point, e + 110, 97);
-    memcpy(signed_point + 97, c.nonce, 32);
+    uint8_t signed_point[sizeof label + 97 + 32];
+    memcpy(signed_point, label, sizeof label);
+    memcpy(signed_point + sizeof label, e + 110, 97);
+    memcpy(signed_point + sizeof label + 97, c.nonce, 32);
     md = EVP_MD_CTX_new();
     CHECK(identity != NULL &&
           EVP_DigestVerifyInit(md, NULL, EVP_sha384(), NULL, identity) == 1 &&
           EVP_DigestVerify(md, ecdh_sig, ecdh_sig_len, signed_point, sizeof signed_point) == 1);
+    EVP_MD_CTX_free(md);
+    md = EVP_MD_CTX_new();
+    CHECK(identity != NULL &&
+          EVP_DigestVerifyInit(md, NULL, EVP_sha384(), NULL, identity) == 1 &&
+          EVP_DigestVerify(md, ecdh_sig, ecdh_sig_len, signed_point + sizeof label,
+                           97 + 32) != 1);
     EVP_MD_CTX_free(md);
     EVP_PKEY_free(identity);
 
@@ -790,6 +799,79 @@ static void test_compare_and(test_client *c) {
     cells_free(&y);
 }
 
+/* ---- idle expiry ----------------------------------------------------------------------------- */
+
+static test_client expiry_clients[EE_MAX_SESSIONS + 1];
+
+/* Sessions idle past EE_SESSION_IDLE_SECONDS are gone when named, and give up their slot to a
+ * new session; sessions in use keep theirs. The clock is moved by the EE_TESTING hook. */
+static void test_session_expiry(void) {
+    test_client a, b;
+    CHECK(test_open(&a, platform_dir) == EE_OK);
+    CHECK(test_open(&b, platform_dir) == EE_OK);
+    ee_test_advance_session_clock(EE_SESSION_IDLE_SECONDS - 10);
+    uint64_t q = begin(&b, NULL, 0); /* b is used, a is not */
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+    ee_test_advance_session_clock(20);
+    uint8_t ceks[1][32];
+    memcpy(ceks[0], CEK1, 32);
+    /* a has been idle for the bound plus 10 s: expired, and reported like an unknown id. */
+    CHECK(test_begin_query(&a, STATEMENT, ceks, 1, NULL, 0, &q) == EE_ERR_SESSION);
+    CHECK(ee_enclave_close_session(a.session_id) == EE_ERR_SESSION);
+    /* b, used 20 s ago, is live; exactly at the bound it is still live, one second past it not. */
+    test_grant grant = {1, EE_OP_GE, EE_TYPE_INT64, NULL, 0};
+    q = begin(&b, &grant, 1);
+    cells col;
+    cells_init(&col);
+    int64_t v = 4;
+    cells_int(&col, CEK1, &v);
+    uint8_t out[8];
+    ee_test_advance_session_clock(EE_SESSION_IDLE_SECONDS);
+    /* An operator call through a query context is a use: it keeps the session alive. */
+    CHECK(ee_enclave_compare(out, 8, q, 1, EE_TYPE_INT64, EE_OP_GE, NULL, 0, ROWS(&col),
+                             ROWS(&col)) == EE_OK);
+    CHECK(out[0] == EE_TRUE);
+    ee_test_advance_session_clock(EE_SESSION_IDLE_SECONDS + 1);
+    /* Expired: the query context went with its session (and its keys were wiped). */
+    CHECK(ee_enclave_compare(out, 8, q, 1, EE_TYPE_INT64, EE_OP_GE, NULL, 0, ROWS(&col),
+                             ROWS(&col)) == EE_ERR_QUERY);
+    CHECK(ee_enclave_end_query(q) == EE_ERR_QUERY);
+    CHECK(test_begin_query(&b, STATEMENT, ceks, 1, NULL, 0, &q) == EE_ERR_SESSION);
+    cells_free(&col);
+    CHECK(ee_test_secret_outstanding() == 0);
+
+    /* A full table of live sessions refuses a new one... */
+    size_t opened = 0;
+    while (opened <= EE_MAX_SESSIONS && test_open(&expiry_clients[opened], platform_dir) == EE_OK) {
+        opened++;
+    }
+    CHECK(opened >= 1 && opened <= EE_MAX_SESSIONS);
+    test_client extra;
+    CHECK(test_open(&extra, platform_dir) == EE_ERR_LIMIT);
+    /* ...but once they are idle past the bound, a new session takes an expired one's slot, and
+     * a session used since keeps its own: every slot but one is taken over, then the table is
+     * full again. */
+    ee_test_advance_session_clock(EE_SESSION_IDLE_SECONDS - 5);
+    q = begin(&expiry_clients[0], NULL, 0);
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+    ee_test_advance_session_clock(10);
+    test_client fresh;
+    for (size_t i = 0; i + 1 < EE_MAX_SESSIONS; i++) {
+        CHECK(test_open(&fresh, platform_dir) == EE_OK);
+    }
+    CHECK(test_open(&extra, platform_dir) == EE_ERR_LIMIT);
+    q = begin(&expiry_clients[0], NULL, 0);
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+    for (size_t i = 1; i < opened; i++) {
+        CHECK(ee_enclave_close_session(expiry_clients[i].session_id) == EE_ERR_SESSION);
+    }
+    /* Clean up: everything left expires, and closing an expired session still wipes it. */
+    ee_test_advance_session_clock(EE_SESSION_IDLE_SECONDS + 1);
+    CHECK(test_open(&fresh, platform_dir) == EE_OK);
+    CHECK(ee_enclave_close_session(fresh.session_id) == EE_OK);
+    CHECK(ee_test_secret_outstanding() == 0);
+}
+
 int main(void) {
     snprintf(platform_dir, sizeof platform_dir, "/tmp/ee_platform_XXXXXX");
     if (mkdtemp(platform_dir) == NULL) return 1;
@@ -818,6 +900,7 @@ int main(void) {
                test_failures == before ? "ok" : "FAILED");
     }
     if (ee_cell_select_impl(EE_IMPL_AUTO) != EE_OK) test_failures++;
+    test_session_expiry();
     test_remove_platform_dir(platform_dir);
     printf("%d failure(s)\n", test_failures);
     return test_failures == 0 ? 0 : 1;

@@ -1,4 +1,4 @@
-"""Fuzz target: evidence v1, `parse_evidence` then the service's whole `appraise`, against a
+"""Fuzz target: evidence v2, `parse_evidence` then the service's whole `appraise`, against a
 policy trusting this process's simulated platform key (made in a temporary directory).
 
 Only `EvidenceError` may escape, and accepted evidence must be the simulated enclave's. It must
@@ -54,7 +54,7 @@ def seeds() -> Iterable[bytes]:
 def evidence_from(data: bytes) -> bytes:
     """The evidence an input stands for.
 
-    >>> evidence_from(bytes([RAW]) + b"EEV1") == b"EEV1"
+    >>> evidence_from(bytes([RAW]) + b"EEV2") == b"EEV2"
     True
     >>> evidence_from(bytes([FLIP])) == VALID
     True

@@ -1,4 +1,4 @@
-"""A stand-in for the C enclave's evidence producer: builds evidence format v1 byte for byte.
+"""A stand-in for the C enclave's evidence producer: builds evidence format v2 byte for byte.
 
 It writes the layout of docs/attestation.md independently of the service's parser, so a bug in
 one does not hide in the other, and every field has a knob to break it. It is test code only: it
@@ -18,6 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from enclave.attestation.platform import load_or_create_platform_key
+
+# The identity key's domain-separation label of format v2, spelled out here rather than imported
+# from the parser, so the stand-in stays independent of the code it tests.
+ECDH_LABEL = b"EnclaveSQL evidence v2\x00"
 
 DEFAULT_MEASUREMENT = hashlib.sha256(b"enclavesql simulated enclave code").digest()
 _UNSET: Any = object()
@@ -67,14 +71,15 @@ class SimulatedEnclave:
     def ecdh_public(self) -> bytes:
         return _point(self.ecdh_key)
 
-    def ecdh_signature(self, nonce: bytes) -> bytes:
-        return _sign(self.identity_key, self.ecdh_public + nonce)
+    def ecdh_signature(self, nonce: bytes, label: bytes = ECDH_LABEL) -> bytes:
+        """The identity key's signature binding the ECDH key to nonce; another label breaks it."""
+        return _sign(self.identity_key, label + self.ecdh_public + nonce)
 
     def evidence(
         self,
         nonce: bytes,
         *,
-        magic: bytes = b"EEV1",
+        magic: bytes = b"EEV2",
         flags: int | None = None,
         measurement: bytes | None = None,
         svn: int | None = None,
@@ -86,6 +91,7 @@ class SimulatedEnclave:
         identity_der: bytes | None = None,
         ecdh_signing_key: ec.EllipticCurvePrivateKey | None = None,
         ecdh_sig: bytes | None = None,
+        ecdh_label: bytes = ECDH_LABEL,
         trailing: bytes = b"",
     ) -> bytes:
         """Evidence as the enclave will send it; each keyword replaces one field to break it.
@@ -108,7 +114,7 @@ class SimulatedEnclave:
         if platform_sig is None:
             platform_sig = _sign(platform_key or self.platform_key, report)
         if ecdh_sig is None:
-            ecdh_sig = _sign(ecdh_signing_key or self.identity_key, point + nonce)
+            ecdh_sig = _sign(ecdh_signing_key or self.identity_key, ecdh_label + point + nonce)
         return (
             report
             + struct.pack("<H", len(platform_sig))

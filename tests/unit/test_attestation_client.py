@@ -300,6 +300,40 @@ def test_check_7_signature_for_another_nonce(
         _verify(token, client, enclave, ecdh_signature=enclave.ecdh_signature(bytes(32)))
 
 
+# Labels that must not pass as format v2's: none (format v1's message), v1's suggested label,
+# v2's without its NUL, and a label for another purpose.
+WRONG_LABELS = [
+    b"",
+    b"EnclaveSQL evidence v1\x00",
+    b"EnclaveSQL evidence v2",
+    b"EnclaveSQL something else v2\x00",
+]
+
+
+@pytest.mark.parametrize("label", WRONG_LABELS)
+def test_check_7_signature_without_the_domain_label(
+    client: AttestationClient, enclave: SimulatedEnclave, token: str, label: bytes
+) -> None:
+    # The identity key did sign this ECDH key and nonce, but not as an evidence key binding.
+    with pytest.raises(AttestationError, match=_check(7, "ECDH key signature")):
+        _verify(token, client, enclave, ecdh_signature=enclave.ecdh_signature(NONCE, label))
+
+
+@pytest.mark.parametrize("label", WRONG_LABELS)
+def test_the_service_refuses_evidence_signed_without_the_domain_label(
+    client: AttestationClient, enclave: SimulatedEnclave, label: bytes
+) -> None:
+    with pytest.raises(AttestationError, match="ecdh_signature"):
+        client.attest(enclave.evidence(NONCE, ecdh_label=label))
+
+
+def test_evidence_format_v1_is_refused_by_name(
+    client: AttestationClient, enclave: SimulatedEnclave
+) -> None:
+    with pytest.raises(AttestationError, match="format v1"):
+        client.attest(enclave.evidence(NONCE, magic=b"EEV1", ecdh_label=b""))
+
+
 def test_checks_run_in_order(
     platform_dir: Path, client: AttestationClient, enclave: SimulatedEnclave, token: str
 ) -> None:

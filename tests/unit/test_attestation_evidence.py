@@ -1,4 +1,4 @@
-"""Evidence format v1: the strict parser, the simulated platform key and the appraisal order."""
+"""Evidence format v2: the strict parser, the simulated platform key and the appraisal order."""
 
 from __future__ import annotations
 
@@ -121,7 +121,8 @@ def test_nonce_length_bounds_are_inclusive(enclave: SimulatedEnclave, nonce_len:
 @pytest.mark.parametrize(
     ("knobs", "fragment"),
     [
-        ({"magic": b"EEV2"}, "magic"),
+        ({"magic": b"EEV3"}, "magic"),
+        ({"magic": b"EEV1"}, "format v1"),
         ({"flags": 2}, "unknown bits"),
         ({"flags": 0x80000001}, "unknown bits"),
         ({"nonce_len": 15}, "nonce_len is 15"),

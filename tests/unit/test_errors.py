@@ -22,6 +22,7 @@ PEP249_TREE = {
     "NotSupportedError": errors.DatabaseError,
     "CellAuthenticationError": errors.DatabaseError,
     "AttestationError": errors.OperationalError,
+    "EnclaveSessionError": errors.OperationalError,
 }
 
 
