@@ -377,19 +377,8 @@ ee_status ee_enclave_aggregate_expression(
         status = EE_ERR_CAPACITY;
         goto done;
     }
-    /* Copy the group ids in, then check them. */
-    ids = malloc((rows + 1) * sizeof *ids);
-    if (ids == NULL) {
-        status = EE_ERR_INTERNAL;
-        goto done;
-    }
-    if (rows > 0) memcpy(ids, group_ids, rows * sizeof *ids);
-    for (size_t r = 0; r < rows; r++) {
-        if (ids[r] < -1 || (ids[r] >= 0 && (size_t)ids[r] >= group_count)) {
-            status = EE_ERR_ARGUMENT;
-            goto done;
-        }
-    }
+    status = ee_group_ids_copy(&ids, group_ids, rows, group_count);
+    if (status != EE_OK) goto done;
     groups_cap = (group_count + 1) * sizeof *groups;
     groups = ee_secret_alloc(groups_cap);
     stack_cap = EE_EXPR_MAX_CODE * sizeof *stack;

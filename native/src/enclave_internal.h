@@ -143,4 +143,10 @@ ee_status ee_encrypt_values(uint8_t *out_data, size_t out_data_cap, size_t *out_
                             const uint8_t *values, const int64_t *value_offsets,
                             const uint8_t *valid, size_t count);
 
+/* Copies `rows` group ids into a fresh buffer (*out_ids, NULL on failure; free() it) and checks
+ * that each is -1 (skip the row) or below group_count: EE_ERR_ARGUMENT otherwise. The copy keeps
+ * the host from changing an id between the check and its use. */
+ee_status ee_group_ids_copy(int64_t **out_ids, const int64_t *group_ids, size_t rows,
+                            size_t group_count);
+
 #endif /* ENCLAVESQL_ENCLAVE_INTERNAL_H */

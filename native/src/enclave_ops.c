@@ -586,19 +586,8 @@ ee_status ee_enclave_aggregate(uint8_t *out_data, size_t out_data_cap, size_t *o
         status = EE_ERR_CAPACITY;
         goto done;
     }
-    /* Copy the group ids in, then check them. */
-    ids = malloc((count + 1) * sizeof *ids);
-    if (ids == NULL) {
-        status = EE_ERR_INTERNAL;
-        goto done;
-    }
-    if (count > 0) memcpy(ids, group_ids, count * sizeof *ids);
-    for (size_t i = 0; i < count; i++) {
-        if (ids[i] < -1 || (ids[i] >= 0 && (size_t)ids[i] >= group_count)) {
-            status = EE_ERR_ARGUMENT;
-            goto done;
-        }
-    }
+    status = ee_group_ids_copy(&ids, group_ids, count, group_count);
+    if (status != EE_OK) goto done;
     status = load_all(&plain, &keys, type_code, &in);
     if (status != EE_OK) goto done;
 

@@ -247,3 +247,19 @@ done:
     free(ivs);
     return status;
 }
+
+ee_status ee_group_ids_copy(int64_t **out_ids, const int64_t *group_ids, size_t rows,
+                            size_t group_count) {
+    int64_t *ids = malloc((rows + 1) * sizeof *ids);
+    *out_ids = NULL;
+    if (ids == NULL) return EE_ERR_INTERNAL;
+    if (rows > 0) memcpy(ids, group_ids, rows * sizeof *ids);
+    for (size_t r = 0; r < rows; r++) {
+        if (ids[r] < -1 || (ids[r] >= 0 && (size_t)ids[r] >= group_count)) {
+            free(ids);
+            return EE_ERR_ARGUMENT;
+        }
+    }
+    *out_ids = ids;
+    return EE_OK;
+}
