@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 Path = Literal["auto", "client", "enclave"]
-BATCH_ROWS = 65_536
+BATCH_ROWS = 262_144
 PROGRESS_THRESHOLD_ROWS = 1_000_000
 _log = logging.getLogger("enclavesql.rotation")
 
