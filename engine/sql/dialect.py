@@ -7,8 +7,11 @@ it must never echo a literal from the statement in an error message.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, NoReturn
 
 from sqlglot import exp
@@ -592,6 +595,30 @@ def _scrub(description: str, sql_text: str) -> str:
     return description
 
 
+_quiet = threading.local()
+
+
+class _DropWhileQuiet(logging.Filter):
+    """sqlglot logs warnings that quote the statement (``'<sql>' contains unsupported syntax.
+    Falling back to parsing as a 'Command'.``), literals and all; while this module parses or
+    generates, no such record may reach a handler, because the text can hold plaintext."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_quiet, "depth", 0)
+
+
+logging.getLogger("sqlglot").addFilter(_DropWhileQuiet())
+
+
+@contextmanager
+def _sqlglot_quiet() -> Iterator[None]:
+    _quiet.depth = getattr(_quiet, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _quiet.depth -= 1
+
+
 def parse_statements(sql_text: str) -> list[exp.Expr]:
     """Parse SQL text (one or more statements) into ASTs of the EnclaveDuckDB dialect.
 
@@ -606,7 +633,8 @@ def parse_statements(sql_text: str) -> list[exp.Expr]:
     """
     failure: ProgrammingError | None = None
     try:
-        statements = _DIALECT.parse(sql_text)
+        with _sqlglot_quiet():
+            statements = _DIALECT.parse(sql_text)
     except ParseError as error:
         detail = error.errors[0] if error.errors else {}
         description = _scrub(str(detail.get("description") or "invalid SQL"), sql_text)
@@ -661,7 +689,12 @@ def _remember_source_text(sql_text: str, statements: list[exp.Expr]) -> None:
     if len(chunks) != len(statements):
         return
     for chunk, statement in zip(chunks, statements, strict=True):
-        if len(statements) == 1 or _DIALECT.parse(chunk) == [statement]:
+        if len(statements) == 1:
+            statement.meta[SOURCE_SQL] = chunk
+            continue
+        with _sqlglot_quiet():
+            same = _DIALECT.parse(chunk) == [statement]
+        if same:
             statement.meta[SOURCE_SQL] = chunk
 
 
@@ -671,4 +704,5 @@ def to_sql(expression: exp.Expr) -> str:
     >>> to_sql(parse_statements("drop column encryption key CEK1")[0])
     'DROP COLUMN ENCRYPTION KEY CEK1'
     """
-    return _DIALECT.generate(expression, copy=True)
+    with _sqlglot_quiet():
+        return _DIALECT.generate(expression, copy=True)
