@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.client.keystores import build_registry
 
-__all__ = ["CEK1_ENCLAVE_KEYS", "CEK1_KEYS", "ENCLAVE_KEYS", "make_cmk"]
+__all__ = ["CEK1_ENCLAVE_KEYS", "CEK1_KEYS", "ENCLAVE_KEYS", "make_cmk", "make_pem_keys"]
 
 # cmk1 over the folder's cmk.pem (no enclave computations), and cek1 under it.
 CEK1_KEYS = (
@@ -41,5 +41,18 @@ def make_cmk(directory: Path) -> Path:
     ...     (make_cmk(Path(folder)) / "cmk.pem").is_file()
     True
     """
-    build_registry(key_directory=directory).get("PEM_FILE").generate_key("cmk.pem", key_size=2048)
+    return make_pem_keys(directory, "cmk.pem")
+
+
+def make_pem_keys(directory: Path, *names: str) -> Path:
+    """Write a fresh 2048-bit RSA key to ``directory``/name for each name; return ``directory``.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     sorted(p.name for p in make_pem_keys(Path(folder), "a.pem", "b.pem").iterdir())
+    ['a.pem', 'b.pem']
+    """
+    provider = build_registry(key_directory=directory).get("PEM_FILE")
+    for name in names:
+        provider.generate_key(name, key_size=2048)
     return directory

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import engine
 from engine import errors
-from engine.client.keystores import build_registry
 from engine.rotation import PlaintextColumnWarning, rotate_cek, rotate_cmk
+from tests.support.keys import make_pem_keys
 
 ENC = (
     "ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = {}, ENCRYPTION_TYPE = {}, "
@@ -55,10 +55,7 @@ TYPES = [
 @pytest.fixture(scope="module")
 def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("alter-keys")
-    provider = build_registry(key_directory=directory).get("PEM_FILE")
-    for name in ("cmk1.pem", "cmk2.pem", "cmk3.pem"):
-        provider.generate_key(name, key_size=2048)
-    return directory
+    return make_pem_keys(directory, "cmk1.pem", "cmk2.pem", "cmk3.pem")
 
 
 def _keys(con: engine.Connection) -> None:

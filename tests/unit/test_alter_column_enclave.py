@@ -19,10 +19,10 @@ import engine
 from engine import errors
 from engine.client import codec as client_codec
 from engine.client import rotation as client_rotation
-from engine.client.keystores import build_registry
 from engine.host.enclave_gateway import native_enclave_available
 from engine.rotation import EnclaveContext
 from tests.support.enclave_context import development_enclave
+from tests.support.keys import make_pem_keys
 from tests.unit.test_alter_column import ENC, TYPES
 
 pytestmark = pytest.mark.skipif(
@@ -35,10 +35,7 @@ ROWS = 300
 @pytest.fixture(scope="module")
 def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("alter-enclave-keys")
-    provider = build_registry(key_directory=directory).get("PEM_FILE")
-    for name in ("e.pem", "plain.pem", "forged.pem"):
-        provider.generate_key(name, key_size=2048)
-    return directory
+    return make_pem_keys(directory, "e.pem", "plain.pem", "forged.pem")
 
 
 def _keys(con: engine.Connection) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 import engine
 from engine import errors
-from engine.client.keystores import build_registry
+from tests.support.keys import make_pem_keys
 
 ENC = (
     "ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = {}, ENCRYPTION_TYPE = {}, "
@@ -29,8 +29,7 @@ TABLE = (
 @pytest.fixture(scope="module")
 def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("dbapi-keys")
-    build_registry(key_directory=directory).get("PEM_FILE").generate_key("cmk.pem", key_size=2048)
-    return directory
+    return make_pem_keys(directory, "cmk.pem")
 
 
 def _open(path: Path, key_dir: Path, **options: object) -> engine.Connection:

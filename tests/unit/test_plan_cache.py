@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine
-from engine.client.keystores import build_registry
 from engine.client.plan_templates import LiteralToken, PlanTemplates, scan_literals
 from engine.host.enclave_gateway import native_enclave_available
 from engine.sql.plan import EnclaveOperation, EncryptionTarget, ParameterSpec, Plan
+from tests.support.keys import make_pem_keys
 
 ENC = (
     "ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = cek1, ENCRYPTION_TYPE = {}, "
@@ -42,8 +42,7 @@ def _quoted(text: str) -> str:
 @pytest.fixture(scope="module")
 def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("plan-cache-keys")
-    build_registry(key_directory=directory).get("PEM_FILE").generate_key("cmk.pem", key_size=2048)
-    return directory
+    return make_pem_keys(directory, "cmk.pem")
 
 
 def _connect(key_dir: Path, **options: object) -> engine.Connection:

@@ -12,8 +12,8 @@ import pytest
 import engine
 from engine import errors
 from engine.client.key_tool import main as keys_main
-from engine.client.keystores import build_registry
 from engine.rotation import rotate_cmk
+from tests.support.keys import make_pem_keys
 
 ENC = (
     "ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = {}, ENCRYPTION_TYPE = {}, "
@@ -25,10 +25,7 @@ ROWS = [(i, f"secret {i}") for i in range(50)]
 @pytest.fixture(scope="module")
 def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("cmk-rotation-keys")
-    provider = build_registry(key_directory=directory).get("PEM_FILE")
-    for name in ("old.pem", "new.pem", "other.pem"):
-        provider.generate_key(name, key_size=2048)
-    return directory
+    return make_pem_keys(directory, "old.pem", "new.pem", "other.pem")
 
 
 @pytest.fixture()

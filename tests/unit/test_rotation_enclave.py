@@ -15,10 +15,10 @@ import engine
 from engine import errors
 from engine.client import rotation as client_rotation
 from engine.client.codec import decrypt_column
-from engine.client.keystores import build_registry
 from engine.host.enclave_gateway import native_enclave_available
 from engine.rotation import EnclaveContext, rotate_cek
 from tests.support.enclave_context import development_enclave
+from tests.support.keys import make_pem_keys
 
 pytestmark = pytest.mark.skipif(
     not native_enclave_available(), reason="the native enclave is not built (make -C native)"
@@ -34,10 +34,7 @@ ROWS = 5000
 @pytest.fixture(scope="module")
 def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("enclave-rotation-keys")
-    provider = build_registry(key_directory=directory).get("PEM_FILE")
-    for name in ("e1.pem", "e2.pem", "plain.pem"):
-        provider.generate_key(name, key_size=2048)
-    return directory
+    return make_pem_keys(directory, "e1.pem", "e2.pem", "plain.pem")
 
 
 @pytest.fixture()
