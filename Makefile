@@ -8,6 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EXTENSION := enclave/enclavesql_udfs.duckdb_extension
 NATIVE_INPUTS := $(wildcard native/include/*.h native/src/*.c native/src/*.h) \
                  enclave/build_enclave.py setup.py pyproject.toml
 SYSTEM_PACKAGES := softhsm2 tmux valgrind
@@ -16,13 +17,19 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test bench fuzz native-test lint system-deps install clean
 
-install: $(STAMP)
+install: $(STAMP) $(EXTENSION)
 
 $(STAMP): $(NATIVE_INPUTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[test,dev]'
 	@touch $@
+
+# The enclave predicates as a native DuckDB extension (falls back to Python UDFs when absent).
+# The first build fetches the installed DuckDB release's C API headers from PyPI.
+$(EXTENSION): $(STAMP) native/duckdb_extension/enclavesql_udfs.c native/include/enclave.h \
+              enclave/build_duckdb_extension.py
+	$(PY) -m enclave.build_duckdb_extension
 
 # Debian packages the tests need. As root (CI) they are installed; elsewhere the command is printed
 # and the tests that need them skip with a reason.
@@ -47,10 +54,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check engine enclave bench tests sql_examples
 	$(PY) -m mypy engine enclave
 
-test: system-deps $(STAMP) native-test lint
+test: system-deps $(STAMP) $(EXTENSION) native-test lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: $(STAMP)
+demo: $(STAMP) $(EXTENSION)
 	$(PY) -m sql_examples
 
 # The bench extra (matplotlib, tpchgen-cli, py-spy) has its own stamp so make test stays lean.
@@ -60,7 +67,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,dev,bench]'
 	@touch $@
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(EXTENSION)
 	$(PY) -m bench --sf $(SF)
 
 fuzz: $(STAMP)
@@ -68,4 +75,5 @@ fuzz: $(STAMP)
 	$(PY) -m tests.fuzz --seconds 300
 
 clean:
-	rm -rf $(VENV) build *.egg-info enclave/_native*.so enclave/_native.c native/build
+	rm -rf $(VENV) build *.egg-info enclave/_native*.so enclave/_native.c native/build \
+	       $(EXTENSION) enclave/enclavesql_udfs.version

@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 ctx.product.close()
             con.close()
         if codec is not None:
-            rows += baselines.codec_floor_rows(ctx.cells, codec)
+            rows += baselines.codec_floor_rows(ctx.cells, codec, ctx.floor_seconds)
     command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
     result = report.build_result(
         rows,

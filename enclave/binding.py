@@ -22,6 +22,7 @@ from engine.errors import (
     CellAuthenticationError,
     DataError,
     EnclaveSessionError,
+    Error,
     InterfaceError,
     InternalError,
     NotSupportedError,
@@ -31,6 +32,8 @@ from engine.errors import (
 
 __all__ = [
     "CellKey",
+    "compare_and_entry",
+    "status_error",
     "encrypt_cells",
     "encrypt_cells_with_ivs",
     "decrypt_cells",
@@ -51,6 +54,7 @@ __all__ = [
     "enclave_group",
     "enclave_aggregate",
     "enclave_aggregate_expression",
+    "enclave_aggregate_stage",
     "enclave_reencrypt",
     "enclave_encrypt",
     "enclave_top_k",
@@ -92,7 +96,7 @@ __all__ = [
     "MODE_RANDOMIZED",
 ]
 
-EXPECTED_ABI_VERSION = 3
+EXPECTED_ABI_VERSION = 4
 
 _ffi: Any = _native.ffi
 _lib: Any = _native.lib
@@ -118,7 +122,7 @@ _check_abi()
 
 
 # One fixed message per enclave status: what the enclave refused and what would fix it.
-_ENCLAVE_ERRORS: dict[int, tuple[type[Exception], str]] = {
+_ENCLAVE_ERRORS: dict[int, tuple[type[Error], str]] = {
     _lib.EE_ERR_SESSION: (
         EnclaveSessionError,
         "the enclave has no such session (it was closed, it expired after being idle, or the "
@@ -168,32 +172,40 @@ _ENCLAVE_ERRORS: dict[int, tuple[type[Exception], str]] = {
 
 def _raise_for(status: int, action: str) -> None:
     """Turns a native status into the matching PEP 249 exception (no values in messages)."""
-    if status == _lib.EE_OK:
-        return
+    if status != _lib.EE_OK:
+        raise status_error(status, action)
+
+
+def status_error(status: int, action: str) -> Error:
+    """The PEP 249 exception for a failed native status (``action`` says what failed).
+
+    >>> type(status_error(1, "comparing encrypted cells")).__name__
+    'CellAuthenticationError'
+    """
     if status == _lib.EE_ERR_AUTH:
-        raise CellAuthenticationError()
+        return CellAuthenticationError()
     if status in _ENCLAVE_ERRORS:
         kind, message = _ENCLAVE_ERRORS[status]
-        raise kind(f"{action}: {message}")
+        return kind(f"{action}: {message}")
     if status == _lib.EE_ERR_KEY_ID:
-        raise InterfaceError(f"{action}: the CellKey is closed; load the key again")
+        return InterfaceError(f"{action}: the CellKey is closed; load the key again")
     if status == _lib.EE_ERR_KEY_LENGTH:
-        raise ProgrammingError(f"{action}: a column encryption key must be exactly 32 bytes")
+        return ProgrammingError(f"{action}: a column encryption key must be exactly 32 bytes")
     if status == _lib.EE_ERR_ARGUMENT:
-        raise ProgrammingError(f"{action}: the native codec rejected a malformed argument")
+        return ProgrammingError(f"{action}: the native codec rejected a malformed argument")
     if status == _lib.EE_ERR_KEY_TABLE_FULL:
-        raise OperationalError(
+        return OperationalError(
             f"{action}: every native key slot is in use; close CellKey objects no longer needed"
         )
     if status == _lib.EE_ERR_UNSUPPORTED:
-        raise NotSupportedError(
+        return NotSupportedError(
             f"{action}: this CPU lacks AES-NI or SHA-NI; use the 'portable' implementation"
         )
     if status == _lib.EE_ERR_RANDOM:
-        raise OperationalError(f"{action}: the OpenSSL random generator failed")
+        return OperationalError(f"{action}: the OpenSSL random generator failed")
     if status == _lib.EE_ERR_CAPACITY:
-        raise InternalError(f"{action}: the binding sized an output buffer too small (a bug)")
-    raise InternalError(f"{action}: the native codec failed with status {status}")
+        return InternalError(f"{action}: the binding sized an output buffer too small (a bug)")
+    return InternalError(f"{action}: the native codec failed with status {status}")
 
 
 if os.environ.get("ENCLAVESQL_CODEC") == "portable":
@@ -1069,6 +1081,63 @@ with a fresh enclave package
     return _cells_result(out)
 
 
+def enclave_aggregate_stage(
+    query_id: int,
+    layout: bytes,
+    slots: Sequence[Any],
+    group_ids: Any,
+    group_count: int,
+    output_count: int,
+) -> list[Any]:
+    """Every SUM, AVG, SUM_EXPR and AVG_EXPR of one stage in one call (enclave.h 5d): each
+    stage slot is decrypted once for all the outputs that read it, and each output is
+    authorized as its own call would be. Returns one binary array per output (one fresh
+    randomized cell per group, null for an empty group), in the layout's order.
+
+    `layout` is the 5d layout (docs/enclave.md); `slots` holds one binary array per stage
+    slot, all as long as `group_ids`: cells, or the normalized plaintexts of a program's plain
+    slot. Overflow raises DataError; a malformed program OperationalError.
+
+    >>> enclave_aggregate_stage(1, bytes([1, 1, 1, OP_SUM, TYPE_INT64, 1, 0, 0, 0, 0, 0]),
+    ...                         [pa.array([], pa.binary())], [], 0, 1)
+    Traceback (most recent call last):
+    ...
+    engine.errors.OperationalError: aggregating a stage of encrypted cells: the enclave has no \
+such query context (it ended, its session closed, or it never began); begin the query with a \
+fresh enclave package
+    """
+    query = _id_arg(query_id, "query_id")
+    blob = _bytes_arg(layout, "the stage layout")
+    groups = _small_arg(group_count, "group_count", _INT32_MAX)
+    outputs = _small_arg(output_count, "output_count", _lib.EE_STAGE_MAX_OUTPUTS)
+    arrays = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in slots]
+    if not arrays:
+        raise ProgrammingError("a stage aggregate needs at least one slot")
+    row_count = len(arrays[0])
+    if any(len(a) != row_count for a in arrays):
+        raise ProgrammingError("every slot of a stage aggregate needs one entry per row")
+    # Slot-major, as for an expression aggregate: each slot stays one Arrow run. One slot is
+    # passed as it is (concatenating would copy every cell once more).
+    binary = [a.cast(pa.binary()) for a in arrays]
+    rows = _Rows(binary[0] if len(binary) == 1 else pa.concat_arrays(binary), "slots")
+    ids = _group_id_vector(group_ids, row_count)
+    cell_len = _CELL_OVERHEAD + 32  # a 17-byte DECIMAL result is the longest (8 for FLOAT64)
+    out = _Output(outputs * groups * cell_len, outputs * groups)
+    status = _lib.ee_enclave_aggregate_stage(
+        *out.c_args(),
+        query,
+        blob,
+        len(blob),
+        *rows.c_args(),
+        _ffi.from_buffer("int64_t[]", ids),
+        len(ids),
+        groups,
+    )
+    _raise_for(status, "aggregating a stage of encrypted cells")
+    cells = _cells_result(out)
+    return [cells.slice(o * groups, groups) for o in range(outputs)]
+
+
 def _transform(
     query_id: int,
     cek_id: int,
@@ -1178,3 +1247,16 @@ with a fresh enclave package
     _raise_for(status, "selecting the first rows of encrypted cells")
     result = out[: rows.count]
     return pa.array(result, type=pa.int64(), mask=result == -2)
+
+
+def compare_and_entry() -> tuple[int, int]:
+    """(EE_ABI_VERSION, address of ee_enclave_compare_and) in the enclave library this process
+    loaded: what enclave/duckdb_extension.py hands the native DuckDB predicates, so that they
+    call into this copy of the enclave (its sessions) instead of loading a second one.
+
+    >>> version, address = compare_and_entry()
+    >>> version == EXPECTED_ABI_VERSION and address > 0
+    True
+    """
+    entry = _ffi.addressof(_lib, "ee_enclave_compare_and")
+    return int(_lib.EE_ABI_VERSION), int(_ffi.cast("uintptr_t", entry))

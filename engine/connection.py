@@ -369,6 +369,8 @@ class Connection:
                     if spec.target is not None
                     else "sent as plaintext"
                 )
+                if spec.tag:
+                    how += ", sent as the cell's tag"
                 lines.append(f"  ? {number}: {origin}, {how}")
             for column in plan.result_columns:
                 if column.target is not None:

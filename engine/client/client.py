@@ -179,7 +179,7 @@ class Client:
             host_plan.kind == mine.kind
             and len(host_plan.parameters) == len(mine.parameters)
             and all(
-                a.target == b.target
+                a.target == b.target and a.tag == b.tag
                 for a, b in zip(host_plan.parameters, mine.parameters, strict=True)
             )
             and [c.target for c in host_plan.result_columns]

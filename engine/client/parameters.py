@@ -19,9 +19,15 @@ from engine.client.codec import encrypt_column
 from engine.errors import ProgrammingError
 from engine.sql.plan import EncryptionTarget, ParameterSpec
 from engine.sql.rewrite_inexact_comparisons import exact_comparand
+from engine.sql.tag_columns import cell_tag, cell_tags
 from engine.types import parse_sql_type
 
-__all__ = ["KeyLookup", "coerce_text", "encrypt_parameter_columns", "encrypt_parameters"]
+__all__ = [
+    "KeyLookup",
+    "coerce_text",
+    "encrypt_parameter_columns",
+    "encrypt_parameters",
+]
 
 KeyLookup = Callable[[str], bytes]
 """Returns the plaintext CEK named by a ``cek_name``."""
@@ -154,6 +160,12 @@ def encrypt_parameters(
         cell = values[index]
         assert isinstance(cell, bytes)
         values[index] = cell[:1] + os.urandom(len(cell) - 1)
+    for index, spec in enumerate(specs):
+        if spec.tag:
+            # The tag of the cell (a function of ciphertext the host sees anyway).
+            cell = values[index]
+            assert cell is None or isinstance(cell, bytes)
+            values[index] = cell_tag(cell)
     return values
 
 
@@ -215,7 +227,7 @@ def encrypt_parameter_columns(
     else:
         cells_by_job = [encrypt(job) for job in jobs]
     for job, cells in zip(jobs, cells_by_job, strict=True):
-        columns[job[0]] = cells
+        columns[job[0]] = cell_tags(cells) if specs[job[0]].tag else cells
     if fits:
         return pa.table({f"p{j}": column for j, column in enumerate(columns)})
     encrypted = [

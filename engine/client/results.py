@@ -7,6 +7,7 @@ It decrypts only columns the client's own plan marks; it must not log or keep va
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -14,7 +15,7 @@ import pyarrow as pa
 from engine.client.codec import decrypt_column
 from engine.client.parameters import KeyLookup
 from engine.sql.plan import ResultColumn
-from engine.types import parse_sql_type
+from engine.types import SqlType, parse_sql_type
 
 __all__ = ["decrypt_result", "name_result"]
 
@@ -36,12 +37,15 @@ def decrypt_result(
     """
     arrays = list(table.columns)
     fields = list(table.schema)
+    keys: dict[str, bytes] = {}  # one lookup (and key check) per CEK, not per column
     for index, column in enumerate(columns):
         target = column.target
         if target is None or index >= len(arrays):
             continue
-        declared = parse_sql_type(target.declared_type)
-        key = key_for(target.cek_name)
+        declared = _declared(target.declared_type)
+        key = keys.get(target.cek_name)
+        if key is None:
+            key = keys[target.cek_name] = key_for(target.cek_name)
         chunks = [
             decrypt_column(chunk, key, declared, column=target.label)
             for chunk in arrays[index].chunks
@@ -49,6 +53,12 @@ def decrypt_result(
         arrays[index] = pa.chunked_array(chunks, type=declared.arrow_type)
         fields[index] = pa.field(fields[index].name, declared.arrow_type)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+@functools.lru_cache(maxsize=256)
+def _declared(declared_type: str) -> SqlType:
+    """``parse_sql_type``, kept per spelling: a warm query decrypts the same types each run."""
+    return parse_sql_type(declared_type)
 
 
 def name_result(table: pa.Table, columns: Sequence[ResultColumn]) -> pa.Table:

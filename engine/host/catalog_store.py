@@ -1,5 +1,6 @@
 """The catalog tables in schema ``sys`` of the DuckDB file: create them, read a snapshot, and
-apply catalog changes (key DDL and encrypted-column metadata) inside the caller's transaction.
+apply catalog changes (key DDL and encrypted-column metadata) inside the caller's transaction,
+keeping each hidden tag column in step with its column's metadata (engine.sql.tag_columns).
 
 It stores only metadata and wrapped CEK envelopes, never a plaintext CEK. It re-checks the rules
 the SQL layer already enforced (a key in use cannot be dropped) and never commits by itself.
@@ -37,6 +38,7 @@ from engine.sql.plan import (
     ImportCatalog,
     RegisterEncryptedColumn,
 )
+from engine.sql.tag_columns import tag_sql
 
 __all__ = ["CATALOG_SCHEMA", "CatalogStore"]
 
@@ -74,6 +76,13 @@ _TABLES = (
         encryption_type_desc VARCHAR NOT NULL,
         encryption_algorithm_name VARCHAR NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS sys.catalog_version (version BIGINT NOT NULL)",
+    # The hidden tag column of a DETERMINISTIC column (engine.sql.tag_columns), beside
+    # encrypted_columns so that table keeps SQL Server's shape. Columns made before tags
+    # existed have no row: their lookups scan the cells.
+    """CREATE TABLE IF NOT EXISTS sys.tag_columns (
+        table_name VARCHAR NOT NULL,
+        column_name VARCHAR NOT NULL,
+        tag_column VARCHAR NOT NULL)""",
 )
 
 # The codes of SQL Server's sys.columns.encryption_type.
@@ -98,6 +107,7 @@ class CatalogStore:
         # reachable after USE switches the default database to an attached one.
         self.database = str(connection.execute("SELECT current_database()").fetchall()[0][0])
         self._prefix = '"' + self.database.replace('"', '""') + '".sys.'
+        self._indexed: set[tuple[str, str]] | None = None
 
     def _qualified(self, sql: str) -> str:
         return sql.replace("sys.", self._prefix)
@@ -172,13 +182,19 @@ class CatalogStore:
         )
         cek_names = {row[0]: row[1] for row in cek_rows}
         ceks = tuple(ColumnEncryptionKey(name, tuple(values.get(i, ()))) for i, name in cek_rows)
-        encrypted: dict[tuple[str, str], tuple[str, Encryption]] = {}
+        encrypted: dict[tuple[str, str], tuple[str, Encryption, str | None]] = {}
+        hidden: set[tuple[str, str]] = set()
+        tags = {(t.casefold(), c.casefold()): tag for t, c, tag in self._tag_rows()}
+        self._indexed = None  # read again for this snapshot, when a tagged column asks
         for table, column, declared, cek_id, code, algorithm in self._rows(
             "SELECT table_name, column_name, declared_type, column_encryption_key_id, "
             "encryption_type, encryption_algorithm_name FROM sys.encrypted_columns"
         ):
             encryption = Encryption(cek_names[cek_id], _TYPE_NAMES[code], algorithm)  # type: ignore[arg-type]
-            encrypted[(table.casefold(), column.casefold())] = (declared, encryption)
+            tag = tags.get((table.casefold(), column.casefold()))
+            encrypted[(table.casefold(), column.casefold())] = (declared, encryption, tag)
+            if tag is not None:
+                hidden.add((table.casefold(), tag.casefold()))
         tables: dict[str, list[ColumnInfo]] = {}
         names: dict[str, str] = {}
         for table, column, data_type in self._rows(
@@ -188,9 +204,18 @@ class CatalogStore:
             [self.database],
         ):
             names.setdefault(table.casefold(), table)
+            if (table.casefold(), column.casefold()) in hidden:
+                continue  # a tag column: no statement of the user's sees it
             entry = encrypted.get((table.casefold(), column.casefold()))
+            indexed = (
+                entry is not None
+                and entry[2] is not None
+                and ((table.casefold(), column.casefold()) in self._indexed_columns())
+            )
             info = (
-                ColumnInfo(column, entry[0], entry[1]) if entry else ColumnInfo(column, data_type)
+                ColumnInfo(column, entry[0], entry[1], entry[2], indexed)
+                if entry
+                else ColumnInfo(column, data_type)
             )
             tables.setdefault(table.casefold(), []).append(info)
         return CatalogSnapshot(
@@ -199,6 +224,63 @@ class CatalogStore:
             ceks,
             tuple(TableInfo(names[key], tuple(columns)) for key, columns in tables.items()),
         )
+
+    def _indexed_columns(self) -> set[tuple[str, str]]:
+        """(table, column), case-folded, of the columns a single-column PRIMARY KEY, UNIQUE or
+        index covers: DuckDB serves equality on those from the index."""
+        if self._indexed is None:
+            found: set[tuple[str, str]] = set()
+            for table, names in self._rows(
+                "SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+                "WHERE database_name = ? AND schema_name = 'main' "
+                "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
+                [self.database],
+            ):
+                if len(names) == 1:
+                    found.add((table.casefold(), names[0].casefold()))
+            for table, expressions in self._rows(
+                "SELECT table_name, expressions FROM duckdb_indexes() "
+                "WHERE database_name = ? AND schema_name = 'main'",
+                [self.database],
+            ):
+                inner = str(expressions).strip("[]").split(",")
+                if len(inner) == 1:
+                    found.add((table.casefold(), inner[0].strip().strip("'\"").casefold()))
+            self._indexed = found
+        return self._indexed
+
+    def _tag_rows(
+        self, table: str | None = None, column: str | None = None
+    ) -> list[tuple[Any, ...]]:
+        """(table, column, tag column) rows, of one table or column when given; none in a
+        catalog that an IMPORT DATABASE of an older export brought in (no sys.tag_columns
+        until the file is opened again)."""
+        present = self._rows(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? "
+            "AND schema_name = 'sys' AND table_name = 'tag_columns'",
+            [self.database],
+        )
+        if not present[0][0]:
+            return []
+        sql = "SELECT table_name, column_name, tag_column FROM sys.tag_columns WHERE true"
+        params: list[Any] = []
+        if table is not None:
+            sql += " AND lower(table_name) = lower(?)"
+            params.append(table)
+        if column is not None:
+            sql += " AND lower(column_name) = lower(?)"
+            params.append(column)
+        return self._rows(sql, params)
+
+    def _forget_tags(self, table: str, column: str | None = None) -> None:
+        if not self._tag_rows(table, column):
+            return
+        sql = "DELETE FROM sys.tag_columns WHERE lower(table_name) = lower(?)"
+        params = [table]
+        if column is not None:
+            sql += " AND lower(column_name) = lower(?)"
+            params.append(column)
+        self._run(sql, params)
 
     # Applying changes. Each check repeats the SQL layer's, because the host must not rely on
     # a caller having described the statement against the current catalog.
@@ -386,6 +468,21 @@ class CatalogStore:
 
     def _register_column(self, change: RegisterEncryptedColumn) -> None:
         cek_id = self._cek_id(change.cek_name)
+        previous = self._tag_rows(change.table, change.column)
+        tag = change.tag_column
+        if previous:
+            # An in-place change of the column's encryption (its cells are already rewritten):
+            # a DETERMINISTIC column keeps its tag column, recomputed from the new cells in
+            # this transaction; any other kind has no use for one, so it goes.
+            old = _quote(previous[0][2])
+            self._forget_tags(change.table, change.column)
+            if change.encryption_type == "DETERMINISTIC":
+                tag = previous[0][2]
+                self._con.execute(
+                    f"UPDATE {_quote(change.table)} SET {old} = {tag_sql(_quote(change.column))}"
+                )
+            else:
+                self._con.execute(f"ALTER TABLE {_quote(change.table)} DROP COLUMN {old}")
         self._run(
             "DELETE FROM sys.encrypted_columns WHERE lower(table_name) = lower(?) "
             "AND lower(column_name) = lower(?)",
@@ -403,6 +500,10 @@ class CatalogStore:
                 change.algorithm,
             ],
         )
+        if tag is not None:
+            self._run(
+                "INSERT INTO sys.tag_columns VALUES (?, ?, ?)", [change.table, change.column, tag]
+            )
 
     def _drop_columns(self, change: DropEncryptedColumns) -> None:
         if not change.columns:
@@ -410,13 +511,26 @@ class CatalogStore:
                 "DELETE FROM sys.encrypted_columns WHERE lower(table_name) = lower(?)",
                 [change.table],
             )
+            self._forget_tags(change.table)  # the table and its tag columns go together
             return
         for column in change.columns:
+            tags = [row[2] for row in self._tag_rows(change.table, column)]
+            self._forget_tags(change.table, column)
             self._run(
                 "DELETE FROM sys.encrypted_columns WHERE lower(table_name) = lower(?) "
                 "AND lower(column_name) = lower(?)",
                 [change.table, column],
             )
+            for tag in tags:
+                # DuckDB runs one ALTER per statement, so the column's hidden tag goes here,
+                # in the same transaction as the DROP COLUMN that follows.
+                self._con.execute(
+                    f"ALTER TABLE {_quote(change.table)} DROP COLUMN IF EXISTS {_quote(tag)}"
+                )
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _export_has_catalog(directory: str) -> bool:

@@ -1,9 +1,9 @@
 """Host-side steps of a statement with enclave operations: bind the query id, finish aggregates.
 
 The host runs the rewritten SQL with the query id of begin_query bound to every query-id
-marker; afterwards each LIST column of cells that an enclave aggregate left in the result goes
-to the enclave in one call and comes back as one cell per row. It must not decrypt, and must not
-call the enclave with anything but cells and the client's codes.
+marker; afterwards the LIST columns of cells that enclave aggregates left in the result go to
+the enclave (every SUM and AVG of the stage in one call) and come back as one cell per row. It
+must not decrypt, and must not call the enclave with anything but cells and the client's codes.
 """
 
 from __future__ import annotations
@@ -20,11 +20,19 @@ import pyarrow.compute as pc
 from engine.errors import InternalError, ProgrammingError
 from engine.host.enclave_udfs import constant_ref
 from engine.sql.plan import AggregateCall, Plan
+from engine.sql.rewrite_enclave_aggregates import parse_shared_slot_name
 from engine.sql.rewrite_enclave_joins import GROUP_ID
 
 # Below this many bytes of stage columns the enclave calls run one after another: starting
 # threads would cost more than a small query's whole enclave work.
 _PARALLEL_BYTES = 1 << 20
+# enclave.h: EE_OP_SUM, EE_OP_AVG (plain aggregates the stage call takes; tests check them
+# against enclave.binding), and the stage call's limits (EE_EXPR_MAX_SLOTS,
+# EE_STAGE_MAX_OUTPUTS, EE_STAGE_LAYOUT_VERSION).
+_STAGE_OPERATORS = (12, 13)
+_STAGE_MAX_SLOTS = 16
+_STAGE_MAX_OUTPUTS = 32
+_STAGE_LAYOUT_VERSION = 1
 
 __all__ = [
     "append_group_ids",
@@ -275,6 +283,208 @@ def _finish_one(column: Any, call: AggregateCall, gateway: Any, query_id: int) -
     )
 
 
+def _list_column(table: pa.Table, index: int) -> pa.Array:
+    column = table.column(index)
+    lists = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    if isinstance(lists, pa.ChunkedArray):  # an empty chunked array combines to itself
+        lists = pa.array([], column.type)
+    return lists
+
+
+def _shared_readers(table: pa.Table) -> tuple[int, dict[tuple[int, int], int]] | None:
+    """The column holding several aggregates' shared operands (rewrite_enclave_aggregates) and,
+    for each (result column, operand), the struct field that holds it; None when there is none.
+    """
+    for index, field in enumerate(table.schema):
+        kind = field.type
+        if not (pa.types.is_list(kind) and pa.types.is_struct(kind.value_type)):
+            continue
+        names = [kind.value_type.field(i).name for i in range(kind.value_type.num_fields)]
+        parsed = [parse_shared_slot_name(name) for name in names]
+        if not parsed or any(readers is None for readers in parsed):
+            continue
+        return index, {
+            reader: position for position, readers in enumerate(parsed) for reader in readers or ()
+        }
+    return None
+
+
+def _operand_count(call: AggregateCall) -> int:
+    """A plain aggregate reads one operand; a program names its slot count in its second byte."""
+    if call.kind != "expression":
+        return 1
+    if len(call.constant) < 2:
+        raise InternalError("an expression aggregate's program is too short")
+    return call.constant[1]
+
+
+def _stage_layout(
+    calls: Sequence[AggregateCall], maps: Sequence[Sequence[int]], slots: int
+) -> bytes:
+    """The layout of enclave.h 5d: header, then per output its codes, constant and slot map.
+
+    >>> _stage_layout([AggregateCall(1, 2, 4, 12, decimal_scale=2)], [[0]], 1).hex()
+    '0101010c04020002000000'
+    """
+    layout = bytearray([_STAGE_LAYOUT_VERSION, slots, len(calls)])
+    for call, slot_map in zip(calls, maps, strict=True):
+        constant = call.constant if call.kind == "expression" else b""
+        layout += bytes([call.operator, call.type_code])
+        layout += call.cek_id.to_bytes(2, "little") + bytes([call.decimal_scale])
+        layout += len(constant).to_bytes(2, "little") + constant + bytes(slot_map)
+    return bytes(layout)
+
+
+def _finish_stage(
+    table: pa.Table, calls: Sequence[AggregateCall], gateway: Any, query_id: int
+) -> tuple[pa.Table, set[int]]:
+    """The SUM, AVG, SUM_EXPR and AVG_EXPR calls of a stage through the enclave's stage call:
+    each distinct operand (a shared struct field, a plain list, an expression's own struct
+    field) becomes one slot, decrypted once. Returns the table and the ids of the calls done.
+
+    Calls whose lists do not have the same lengths per row as the first (no common group ids)
+    are left to the one-call-per-column path, as are all calls when the gateway has no stage
+    call and no column is shared.
+    """
+    shared = _shared_readers(table)
+    stage_call = getattr(gateway, "aggregate_stage", None)
+    eligible = [
+        call
+        for call in calls
+        if call.kind == "expression"
+        or (call.kind == "aggregate" and call.operator in _STAGE_OPERATORS)
+        or (
+            call.kind == "aggregate" and shared is not None and (call.result_column, 0) in shared[1]
+        )
+    ]
+    if shared is not None:
+        # A shared column's aggregates must finish from it: their own columns hold NULLs.
+        eligible = [
+            call
+            for call in eligible
+            if (call.result_column, 0) in shared[1] or stage_call is not None
+        ]
+    elif stage_call is None:
+        return table, set()
+    lists: dict[int, pa.Array] = {}
+    sources: list[list[tuple[int, int | None]]] = []
+    chosen: list[AggregateCall] = []
+    lengths: Any = None
+    for call in eligible:
+        operands: list[tuple[int, int | None]]
+        if shared is not None and (call.result_column, 0) in shared[1]:
+            holder, readers = shared
+            try:
+                operands = [
+                    (holder, readers[(call.result_column, k)]) for k in range(_operand_count(call))
+                ]
+            except KeyError:
+                raise InternalError("a shared aggregate column lacks an operand") from None
+        elif call.kind == "expression":
+            operands = [(call.result_column, k) for k in range(_operand_count(call))]
+        else:
+            operands = [(call.result_column, None)]
+        for column, _ in operands:
+            if column not in lists:
+                lists[column] = _list_column(table, column)
+        own = pc.fill_null(pc.list_value_length(lists[operands[0][0]]), 0).to_numpy(
+            zero_copy_only=False
+        )
+        if lengths is None:
+            lengths = own
+        elif len(own) != len(lengths) or not np.array_equal(own, lengths):
+            if (call.result_column, 0) in (shared[1] if shared is not None else {}):
+                raise InternalError("a shared aggregate column is not aligned with its rows")
+            continue
+        sources.append(operands)
+        chosen.append(call)
+    if not chosen:
+        return table, set()
+    group_count = len(lengths)
+    group_ids = pa.array(np.repeat(np.arange(group_count, dtype=np.int64), lengths))
+    flat: dict[int, list[pa.Array]] = {}
+    for column, lists_array in lists.items():
+        rows = pc.list_flatten(lists_array)
+        flat[column] = rows.flatten() if pa.types.is_struct(rows.type) else [rows]
+    results: dict[int, Any] = {}
+    for batch in _stage_batches(sources):
+        keys = list(dict.fromkeys(operand for index in batch for operand in sources[index]))
+        slot_of = {key: position for position, key in enumerate(keys)}
+        slots = [normalized_slot(flat[column][field or 0]) for column, field in keys]
+        batch_calls = [chosen[index] for index in batch]
+        maps = [[slot_of[operand] for operand in sources[index]] for index in batch]
+        if stage_call is not None:
+            layout = _stage_layout(batch_calls, maps, len(keys))
+            cells = stage_call(query_id, layout, slots, group_ids, group_count, len(batch))
+        else:
+            cells = [
+                _one_from_slots(
+                    call, [slots[k] for k in slot_map], (group_ids, group_count), gateway, query_id
+                )
+                for call, slot_map in zip(batch_calls, maps, strict=True)
+            ]
+        for index, result in zip(batch, cells, strict=True):
+            results[index] = result
+    for index, call in enumerate(chosen):
+        name = table.column_names[call.result_column]
+        table = table.set_column(call.result_column, name, results[index])
+    if shared is not None and shared[0] not in {call.result_column for call in chosen}:
+        raise InternalError("a shared aggregate column has no aggregate of its own")
+    return table, {id(call) for call in chosen}
+
+
+def _stage_batches(sources: Sequence[Sequence[tuple[int, int | None]]]) -> list[list[int]]:
+    """Calls (by index) in batches the enclave takes in one call: at most 32 outputs and 16
+    distinct operands each, in order.
+
+    >>> _stage_batches([[(1, None)], [(2, 0), (2, 1)], [(1, None)]])
+    [[0, 1, 2]]
+    """
+    batches: list[list[int]] = []
+    seen: set[tuple[int, int | None]] = set()
+    for index, operands in enumerate(sources):
+        wanted = seen | set(operands)
+        if not batches or len(batches[-1]) == _STAGE_MAX_OUTPUTS or len(wanted) > _STAGE_MAX_SLOTS:
+            batches.append([])
+            wanted = set(operands)
+        batches[-1].append(index)
+        seen = wanted
+    return batches
+
+
+def _one_from_slots(
+    call: AggregateCall,
+    slots: list[pa.Array],
+    group_ids: tuple[pa.Array, int],
+    gateway: Any,
+    query_id: int,
+) -> Any:
+    """One aggregate of a shared column through its own enclave call (a gateway without the
+    stage call); group_ids is (the ids, the group count)."""
+    ids, group_count = group_ids
+    if call.kind == "expression":
+        return gateway.aggregate_expression(
+            query_id,
+            call.cek_id,
+            call.type_code,
+            call.operator,
+            call.constant,
+            slots,
+            ids,
+            group_count,
+        )
+    return gateway.aggregate(
+        query_id,
+        call.cek_id,
+        call.type_code,
+        call.operator,
+        slots[0],
+        ids,
+        group_count,
+        call.decimal_scale,
+    )
+
+
 def finish_aggregates(
     table: pa.Table, calls: Sequence[AggregateCall], gateway: Any, query_id: int
 ) -> pa.Table:
@@ -282,7 +492,9 @@ def finish_aggregates(
     ORDER BY column's cells by the enclave's ranks.
 
     Every row is one group: its list's cells get the row number as group id, NULL cells are
-    skipped by the enclave, and an empty or NULL list gives NULL (0 for COUNT_DISTINCT).
+    skipped by the enclave, and an empty or NULL list gives NULL (0 for COUNT_DISTINCT). Every
+    SUM and AVG (of a column or an expression, shared column or not) goes to the enclave in one
+    stage call when the gateway has one; the other aggregates get one call per column.
 
     >>> class Fake:
     ...     def aggregate(self, q, cek, type_code, op, cells, group_ids, count, scale=0):
@@ -299,6 +511,10 @@ def finish_aggregates(
     for call in calls:
         if call.kind == "top_k":
             table = _keep_top_k(table, call, gateway, query_id)
+    # Every SUM and AVG (of a column or of an expression) in one enclave call that decrypts each
+    # operand column once; the other calls, and those after them on the same column, follow.
+    table, done = _finish_stage(table, calls, gateway, query_id)
+    calls = [call for call in calls if id(call) not in done]
     # Calls on one column run in order (an ORDER BY over an aggregate ranks the aggregate's
     # result cells); calls on different columns are independent, and the native calls release
     # the GIL, so on a large result they run side by side (Q1: seven aggregates over ~600k rows

@@ -192,6 +192,21 @@ class EnclaveGateway:
             query_id, cek_id, type_code, operator, program, slots, group_ids, group_count
         )
 
+    def aggregate_stage(
+        self,
+        query_id: int,
+        layout: bytes,
+        slots: Any,
+        group_ids: Any,
+        group_count: int,
+        output_count: int,
+    ) -> Any:
+        """Every SUM, AVG, SUM_EXPR and AVG_EXPR of a stage in one call (enclave.h 5d): one list
+        of randomized cells per output, one cell per group; each slot is decrypted once."""
+        return self._binding.enclave_aggregate_stage(
+            query_id, layout, slots, group_ids, group_count, output_count
+        )
+
     def aggregate(
         self,
         query_id: int,

@@ -18,6 +18,7 @@ import pyarrow as pa
 from duckdb import sqltypes
 from duckdb.func import FunctionNullHandling, PythonUDFType
 
+from enclave import duckdb_extension
 from engine.errors import Error, InternalError
 from engine.sql.rewrite_enclave_predicates import (
     COMPARE_COLUMNS_FUNCTION,
@@ -26,7 +27,7 @@ from engine.sql.rewrite_enclave_predicates import (
     filter_function,
 )
 
-__all__ = ["constant_ref", "register_enclave_udfs"]
+__all__ = ["UDF_FAILURES", "constant_ref", "register_enclave_udfs"]
 
 # The constant blobs behind "enclave_constant_ref" markers. A BLOB argument of a DuckDB UDF is
 # materialized once per row of every vector (measured: about 10 ms per BLOB argument for a
@@ -58,11 +59,13 @@ def constant_ref(blob: bytes) -> int:
             oldest = next(iter(_blob_of))
             _ref_state["bytes"] -= len(_blob_of[oldest])
             del _ref_of[_blob_of.pop(oldest)]
+            duckdb_extension.drop_constant(oldest)
         ref = _ref_state["next"]
         _ref_state["next"] = ref + 1
         _ref_of[key] = ref
         _blob_of[ref] = key
         _ref_state["bytes"] += len(key)
+        duckdb_extension.put_constant(ref, key)
         return ref
 
 
@@ -88,13 +91,39 @@ def _cells(array: Any) -> pa.Array:
     return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
 
 
+# The first PEP 249 error of each query id, for every Python UDF of this process. DuckDB keeps
+# UDFs per database instance, and every connection of this process to one file shares the
+# instance, so the UDFs of whichever connection registered them first serve them all; query
+# ids are random 64-bit enclave ids, so one table serves every host.
+UDF_FAILURES: dict[int, BaseException] = {}
+
+
+def _registrar(connection: duckdb.DuckDBPyConnection) -> Callable[..., None]:
+    """create_function, except that a function this DuckDB instance already has is kept (another
+    connection of this process to the same database registered it; it does the same work)."""
+
+    def register(name: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            connection.create_function(name, *args, **kwargs)
+        except duckdb.CatalogException as error:
+            if "already exists" not in str(error):
+                raise
+
+    return register
+
+
 def register_enclave_udfs(
     connection: duckdb.DuckDBPyConnection,
     gateway: Any,
     failures: MutableMapping[int, BaseException] | None = None,
+    *,
+    native_filters: bool = False,
 ) -> None:
     """Register the enclave UDFs on ``connection``; each call goes through ``gateway`` (an
-    EnclaveGateway, or anything with its ``compare`` and ``filter`` methods).
+    EnclaveGateway, or anything with its ``compare`` and ``filter`` methods). With
+    ``native_filters`` the ``__ee_filter_<k>`` and ``__ee_compare_columns`` functions are left
+    out: the native extension (enclave/duckdb_extension.py) already registered them for the
+    whole database.
 
     DuckDB turns an exception raised in a UDF into its own error type and text, so the first
     PEP 249 error of each query id is also kept in ``failures``; the host re-raises it.
@@ -183,7 +212,8 @@ def register_enclave_udfs(
         return run
 
     blob, ubigint, integer = sqltypes.BLOB, sqltypes.UBIGINT, sqltypes.INTEGER
-    connection.create_function(
+    register = _registrar(connection)
+    register(
         COMPARE_FUNCTION,
         compare,
         [blob, ubigint, integer, integer, integer, blob],
@@ -191,17 +221,18 @@ def register_enclave_udfs(
         type=PythonUDFType.ARROW,
         side_effects=False,
     )
-    connection.create_function(
-        COMPARE_COLUMNS_FUNCTION,
-        compare_columns,
-        [blob, blob, ubigint, integer, integer, integer],
-        sqltypes.BOOLEAN,
-        type=PythonUDFType.ARROW,
-        side_effects=False,
-    )
-    for k in range(1, MAX_CONJUNCTS + 1):
+    if not native_filters:
+        register(
+            COMPARE_COLUMNS_FUNCTION,
+            compare_columns,
+            [blob, blob, ubigint, integer, integer, integer],
+            sqltypes.BOOLEAN,
+            type=PythonUDFType.ARROW,
+            side_effects=False,
+        )
+    for k in range(1, 0 if native_filters else MAX_CONJUNCTS + 1):
         arguments: list[Any] = [blob] * k + [ubigint] + [integer, integer, integer, ubigint] * k
-        connection.create_function(
+        register(
             filter_function(k),
             make_filter(k),
             arguments,

@@ -49,6 +49,8 @@ _ENCRYPTED_SQL = (
     "JOIN sys.column_encryption_keys AS k "
     "ON k.column_encryption_key_id = c.column_encryption_key_id"
 )
+# The hidden tag columns of deterministic columns (engine.sql.tag_columns): never listed.
+_TAGS_SQL = "SELECT table_name, tag_column FROM sys.tag_columns"
 _CMK_SQL = (
     "SELECT name, key_store_provider_name, key_path, allow_enclave_computations "
     "FROM sys.column_master_keys ORDER BY name"
@@ -83,8 +85,11 @@ def read_catalog(connection: Any) -> CatalogSnapshot:
             declared,
             Encryption(cek, kind, algorithm),
         )
+    hidden = {(t.casefold(), c.casefold()) for t, c in select_rows(connection, _TAGS_SQL) or ()}
     tables: dict[str, list[ColumnInfo]] = {}
     for table, column, data_type in select_rows(connection, _COLUMNS_SQL) or ():
+        if (table.casefold(), column.casefold()) in hidden:
+            continue
         entry = encrypted.get((table.casefold(), column.casefold()))
         info = ColumnInfo(column, entry[0], entry[1]) if entry else ColumnInfo(column, data_type)
         tables.setdefault(table, []).append(info)

@@ -91,6 +91,12 @@ class ColumnInfo:
     name: str
     declared_type: str
     encryption: Encryption | None = None
+    # The hidden BIGINT column that holds the tag of each cell (engine.sql.tag_columns), for
+    # DETERMINISTIC columns of tables created since tags exist; None: lookups scan the cells.
+    tag_column: str | None = None
+    # True when a single-column PRIMARY KEY, UNIQUE or CREATE INDEX covers the column: DuckDB's
+    # index already finds equal cells, so lookups leave the tag out (it would stop the index).
+    indexed: bool = False
 
 
 @dataclass(frozen=True)

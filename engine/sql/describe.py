@@ -59,10 +59,13 @@ from engine.sql.rewrite_enclave_nested_grouping import (
 )
 from engine.sql.rewrite_enclave_order import EXTRA, FINISH, RANK, rewrite_enclave_order
 from engine.sql.rewrite_enclave_predicates import rewrite_enclave_predicates
+from engine.sql.rewrite_enclave_ranges import rewrite_enclave_ranges
 from engine.sql.rewrite_enclave_semi_joins import rewrite_enclave_semi_joins
 from engine.sql.rewrite_enclave_set_operations import rewrite_enclave_set_operations
 from engine.sql.rewrite_encrypted_ddl import encrypted_ddl_changes, rewrite_encrypted_ddl
 from engine.sql.rewrite_inexact_comparisons import rewrite_inexact_comparisons
+from engine.sql.rewrite_tag_lookups import rewrite_tag_lookups
+from engine.sql.rewrite_tag_writes import rewrite_tag_writes
 
 __all__ = ["describe", "describe_sql", "statement_kind"]
 
@@ -251,6 +254,8 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
     names = marked_result_names(tree)
     tree = resolve_columns(tree, catalog)
     tree = rewrite_inexact_comparisons(tree)
+    if enclave_available:
+        tree = rewrite_enclave_ranges(tree, catalog)
     if is_ctas:
         for projection in tree.expression.selects:
             target, _ = origin(projection)
@@ -286,6 +291,13 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
             # sends the host to describe (the rewritten text is not valid input).
             parameterized_sql, _ = render_with_parameters(tree)
             tree = rewritten
+    tagged = rewrite_tag_writes(rewrite_tag_lookups(tree, catalog), catalog)
+    if tagged is not tree:
+        # As with the enclave rewrites, the host describes the text before the tag rewrite
+        # (its tag columns are hidden from the catalog, so the rewritten text is not input).
+        if parameterized_sql is None:
+            parameterized_sql, _ = render_with_parameters(tree)
+        tree = tagged
     sql, parameters = render_with_parameters(tree)
     join_stages = (
         tuple(

@@ -25,6 +25,9 @@ LITERAL = "ae_literal"
 ENCLAVE_ROLE = "ae_enclave_role"
 # Placeholder meta set by rewrite_inexact_comparisons: the value is compared, never stored.
 COMPARED = "ae_compared"
+# Placeholder meta set by the tag rules (rewrite_tag_lookups, rewrite_tag_writes): the value is
+# the tag of the cell the client makes for it, not the cell.
+TAG = "ae_tag"
 
 _DIALECT = EnclaveDuckDB()
 # A marker no SQL text contains (NUL is not valid in DuckDB SQL text outside odd literals,
@@ -122,10 +125,12 @@ def render_with_parameters(expression: exp.Expr) -> tuple[str, tuple[ParameterSp
         if ENCLAVE_ROLE in meta:
             specs.append(ParameterSpec(meta[ENCLAVE_ROLE], None))
         elif LITERAL in meta:
-            specs.append(ParameterSpec(("literal", meta[LITERAL]), target))
+            tag = bool(meta.get(TAG))
+            specs.append(ParameterSpec(("literal", meta[LITERAL]), target, tag=tag))
         elif USER_INDEX in meta:
             compared = bool(meta.get(COMPARED))
-            specs.append(ParameterSpec(("user", meta[USER_INDEX]), target, compared))
+            tag = bool(meta.get(TAG))
+            specs.append(ParameterSpec(("user", meta[USER_INDEX]), target, compared, tag))
         else:
             raise InternalError("a ? placeholder lost track of where its value comes from")
     return text, tuple(specs)

@@ -104,6 +104,9 @@ class ParameterSpec:
     # True for a value compared (=, <>, IN) with an exact-numeric column: the client must not
     # round it to the column's type as it does a value stored (rewrite_inexact_comparisons).
     compared: bool = field(default=False, repr=False)
+    # True for the tag of the cell this spec would otherwise be (engine.sql.tag_columns): the
+    # client encrypts the value as for ``target`` and sends the cell's tag, a BIGINT.
+    tag: bool = field(default=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,8 @@ class EnclaveOperation:
     that holds its group's cells (``result_column``) and the declared type of its result; RANK
     (ORDER BY) and GROUP (GROUP BY, DISTINCT) name the stage-one column of their cells; so does
     TOP_K (ORDER BY ... LIMIT), whose operands are the sources of LIMIT and OFFSET, then the
-    descending and NULLS FIRST flags as ``("literal", 0 or 1)``.
+    descending and NULLS FIRST flags as ``("fixed", 0 or 1)`` (a source of the rewrite's own
+    making, like an absent OFFSET's ``("fixed", 0)``: not a literal of the text).
     ``stage`` says after which statement the host calls the enclave (2: ``Plan.finish_sql``).
     """
 
@@ -302,6 +306,8 @@ class RegisterEncryptedColumn:
     cek_name: str
     encryption_type: EncryptionType
     algorithm: str
+    # The hidden tag column created with it (DETERMINISTIC columns of CREATE TABLE), if any.
+    tag_column: str | None = None
 
 
 @dataclass(frozen=True)

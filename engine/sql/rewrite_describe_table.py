@@ -41,8 +41,15 @@ def rewrite_describe_table(expression: exp.Expr, catalog: CatalogSnapshot) -> ex
         if column.encryption is not None
     ]
     whens = " ".join(f"WHEN {name.sql()} THEN {type_.sql()}" for name, type_ in declared)
+    # The hidden tag columns (engine.sql.tag_columns) are left out, as from SELECT *.
+    tags = [
+        exp.Literal.string(column.tag_column.casefold()).sql()
+        for column in catalog.table(target.name).columns
+        if column.tag_column is not None
+    ]
+    hidden = f" WHERE lower(column_name) NOT IN ({', '.join(tags)})" if tags else ""
     query = (
         f"SELECT column_name, COALESCE(CASE lower(column_name) {whens} END, column_type) "
-        f'AS column_type, "null", "key", "default", extra FROM ({to_sql(expression)})'
+        f'AS column_type, "null", "key", "default", extra FROM ({to_sql(expression)}){hidden}'
     )
     return parse_statements(query)[0]

@@ -2,9 +2,9 @@
 
 DuckDB still filters, groups (on plaintext or deterministic keys), sorts and limits; each marked
 aggregate of the outermost SELECT list collects its group's cells with ``LIST`` (SUM or AVG of
-arithmetic: one ``STRUCT_PACK`` of its columns per row), and the host hands every list column to
-the enclave in one call, which returns one cell per group. It must not rewrite an aggregate whose
-value DuckDB would still have to compare or compute with.
+arithmetic: one ``STRUCT_PACK`` of its columns per row; several SUM and AVG: one shared list of
+their distinct operands), and the host hands the lists to the enclave, which returns one cell
+per group. It must not rewrite an aggregate whose value DuckDB would still compute with.
 """
 
 from __future__ import annotations
@@ -19,10 +19,20 @@ from engine.sql.compile_aggregate_expression import compile_aggregate_expression
 from engine.sql.plan import EnclaveOperation, EncryptionTarget, ExpressionSlot
 from engine.types import NormalizationForm, parse_sql_type
 
-__all__ = ["AGGREGATE", "aggregate_operator", "rewrite_enclave_aggregates", "result_type"]
+__all__ = [
+    "AGGREGATE",
+    "SHARED_PREFIX",
+    "aggregate_operator",
+    "parse_shared_slot_name",
+    "rewrite_enclave_aggregates",
+    "result_type",
+    "shared_slot_name",
+]
 
 # Set on the rewritten projection: its EnclaveOperation (with result_column).
 AGGREGATE = "ae_enclave_aggregate"
+# The field names of a shared operand column start with this (see shared_slot_name).
+SHARED_PREFIX = "__ee_s"
 
 _OPERATORS: dict[type[exp.Expr], str] = {
     exp.Sum: "SUM",
@@ -119,9 +129,9 @@ def _plain_slot(column: exp.Expr, slot: ExpressionSlot) -> exp.Expr:
 
 def _expression_aggregate(
     operator: str, argument: exp.Expr, index: int
-) -> tuple[EnclaveOperation, exp.Expr]:
-    """The SUM_EXPR or AVG_EXPR operation of an arithmetic argument, and its replacement:
-    ``LIST(STRUCT_PACK(s0 := ..., s1 := ...))``, one struct per row so slots stay aligned."""
+) -> tuple[EnclaveOperation, list[exp.Expr]]:
+    """The SUM_EXPR or AVG_EXPR operation of an arithmetic argument, and the expression of each
+    of its program's slots (encrypted columns as they are, plaintext ones cast)."""
     expression, columns = compile_aggregate_expression(argument)
     first = next(slot.target for slot in expression.slots if slot.target is not None)
     if expression.is_float or operator == "AVG":
@@ -140,25 +150,84 @@ def _expression_aggregate(
         expression=expression,
     )
     fields = [
-        exp.PropertyEQ(
-            this=exp.to_identifier(f"s{i}"),
-            expression=column.copy() if slot.target is not None else _plain_slot(column, slot),
-        )
-        for i, (slot, column) in enumerate(zip(expression.slots, columns, strict=True))
+        column.copy() if slot.target is not None else _plain_slot(column, slot)
+        for slot, column in zip(expression.slots, columns, strict=True)
     ]
-    packed = exp.Anonymous(this="STRUCT_PACK", expressions=fields)
-    return operation, exp.Anonymous(this="LIST", expressions=[packed])
+    return operation, fields
+
+
+def _packed_rows(fields: list[exp.Expr], names: list[str]) -> exp.Expr:
+    """``LIST(STRUCT_PACK(name := field, ...))``: one struct per row, so slots stay aligned."""
+    packed = exp.Anonymous(
+        this="STRUCT_PACK",
+        expressions=[
+            exp.PropertyEQ(this=exp.to_identifier(name), expression=field)
+            for name, field in zip(names, fields, strict=True)
+        ],
+    )
+    return exp.Anonymous(this="LIST", expressions=[packed])
+
+
+def shared_slot_name(readers: list[tuple[int, int]]) -> str:
+    """The struct field name of a shared stage slot: every (result column, operand) that reads
+    it, so the host can rebuild each aggregate's operands (see parse_shared_slot_name).
+
+    >>> shared_slot_name([(2, 0), (5, 1)])
+    '__ee_s_2_0_5_1'
+    """
+    return SHARED_PREFIX + "".join(f"_{column}_{operand}" for column, operand in readers)
+
+
+def parse_shared_slot_name(name: str) -> list[tuple[int, int]] | None:
+    """The readers a shared slot's field name lists; None for any other name.
+
+    >>> parse_shared_slot_name("__ee_s_2_0_5_1"), parse_shared_slot_name("s0")
+    ([(2, 0), (5, 1)], None)
+    """
+    if not name.startswith(SHARED_PREFIX + "_"):
+        return None
+    numbers = name[len(SHARED_PREFIX) + 1 :].split("_")
+    if len(numbers) % 2 or not all(number.isdigit() for number in numbers):
+        return None
+    values = [int(number) for number in numbers]
+    return list(zip(values[0::2], values[1::2], strict=True))
+
+
+def _share_slots(
+    shared: list[tuple[exp.Expr, EnclaveOperation, list[exp.Expr], list[str]]],
+) -> None:
+    """Collect the operands of several SUM and AVG aggregates of one SELECT in one column.
+
+    The first aggregate's item becomes ``LIST(STRUCT_PACK(...))`` with one field per distinct
+    operand (an encrypted column read by three aggregates is one field, so DuckDB builds one
+    list of it and the enclave decrypts it once); the others become ``NULL`` placeholders that
+    the host fills with their result cells.
+    """
+    fields: dict[tuple[str, ...], tuple[exp.Expr, list[tuple[int, int]]]] = {}
+    for _, operation, operands, keys in shared:
+        assert operation.result_column is not None
+        for position, (operand, key) in enumerate(zip(operands, keys, strict=True)):
+            entry = fields.setdefault((key, operand.sql("duckdb")), (operand, []))
+            entry[1].append((operation.result_column, position))
+    names = [shared_slot_name(readers) for _, readers in fields.values()]
+    holder = _packed_rows([operand for operand, _ in fields.values()], names)
+    for number, (node, _, _, _) in enumerate(shared):
+        node.replace(holder if number == 0 else exp.cast(exp.null(), "BLOB"))
 
 
 def _rewrite_select(
-    select: exp.Select, nodes: list[exp.Expr]
+    select: exp.Select, nodes: list[exp.Expr], share: bool = False
 ) -> dict[str, tuple[EnclaveOperation, exp.Expr]]:
     """Turn the marked aggregates that are whole items of ``select``'s list into LIST columns.
 
     Returns each rewritten item's output name (casefolded) with its operation (``result_column``
     is the item's index in ``select``) and the item; refuses any other use of an aggregate.
+    With ``share`` (the outermost SELECT), two or more SUM and AVG aggregates collect their
+    operands in one shared column instead (see _share_slots).
     """
     rewritten: dict[str, tuple[EnclaveOperation, exp.Expr]] = {}
+    # SUM and AVG aggregates: (node, operation, operand expressions, operand type keys).
+    sums: list[tuple[exp.Expr, EnclaveOperation, list[exp.Expr], list[str]]] = []
     for node in nodes:
         target = node.meta[ENCLAVE]
         operator = _OPERATORS[type(node)]
@@ -180,9 +249,11 @@ def _rewrite_select(
             argument = argument.this
         if operator in ("SUM", "AVG") and not isinstance(argument, exp.Column):
             # Arithmetic inside SUM or AVG: the enclave evaluates it row by row.
-            operation, replacement = _expression_aggregate(operator, argument, index)
+            operation, fields = _expression_aggregate(operator, argument, index)
             rewritten[item.alias_or_name.casefold()] = (operation, item)
-            node.replace(replacement)
+            assert operation.expression is not None
+            keys = [slot.type_form for slot in operation.expression.slots]
+            sums.append((node, operation, fields, keys))
             continue
         declared = target.declared_type
         try:
@@ -205,7 +276,18 @@ def _rewrite_select(
             result_type=result,
         )
         rewritten[item.alias_or_name.casefold()] = (operation, item)
+        if operator in ("SUM", "AVG"):
+            sums.append((node, operation, [column.copy()], [operation.type_form]))
+            continue
         node.replace(exp.Anonymous(this="LIST", expressions=[column.copy()]))
+    if share and len(sums) >= 2:
+        _share_slots(sums)
+    else:
+        for node, operation, operands, _ in sums:
+            if operation.expression is None:
+                node.replace(exp.Anonymous(this="LIST", expressions=operands))
+            else:
+                node.replace(_packed_rows(operands, [f"s{i}" for i in range(len(operands))]))
     _check_uses(select, set(rewritten), nodes[0].meta[ENCLAVE], "an aggregate")
     return rewritten
 
@@ -393,6 +475,6 @@ def rewrite_enclave_aggregates(expression: exp.Expr) -> exp.Expr:
     outer = by_select.get(id(expression))
     if outer is not None:
         assert isinstance(expression, exp.Select)
-        for operation, item in _rewrite_select(expression, outer[1]).values():
+        for operation, item in _rewrite_select(expression, outer[1], share=True).values():
             item.meta[AGGREGATE] = operation
     return expression

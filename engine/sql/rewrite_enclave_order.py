@@ -45,16 +45,17 @@ def _has_placeholder(node: exp.Expr | None) -> bool:
 
 def row_count_source(clause: exp.Expr | None) -> tuple[str, object] | None:
     """Where a LIMIT or OFFSET count comes from: ``("literal", n)``, ``("user", i)`` for a ``?``
-    (``("literal", 0)`` when the clause is absent), or None for any other form.
+    (``("fixed", 0)`` when the clause is absent: a value no literal of the text holds, so that
+    plan templates keep it as it is), or None for any other form.
 
     >>> from sqlglot import parse_one
     >>> row_count_source(parse_one("SELECT 1 LIMIT 5", read="duckdb").args["limit"])
     ('literal', 5)
     >>> row_count_source(None)
-    ('literal', 0)
+    ('fixed', 0)
     """
     if clause is None:
-        return ("literal", 0)
+        return ("fixed", 0)
     value = clause.args.get("expression")
     if isinstance(clause, exp.Limit) and (clause.args.get("offset") or clause.expressions):
         return None  # LIMIT m, n and LIMIT ... BY: keep the full ranking
@@ -323,8 +324,8 @@ def rewrite_enclave_order(expression: exp.Expr) -> exp.Expr:
             if ranked is not None and top_k and position == 0:
                 assert limit is not None and offset is not None
                 flags = (
-                    ("literal", int(bool(ordered.args.get("desc")))),
-                    ("literal", int(bool(ordered.args.get("nulls_first")))),
+                    ("fixed", int(bool(ordered.args.get("desc")))),
+                    ("fixed", int(bool(ordered.args.get("nulls_first")))),
                 )
                 extra.meta[RANK] = EnclaveOperation(
                     ranked,

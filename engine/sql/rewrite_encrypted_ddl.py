@@ -14,6 +14,7 @@ from engine.sql.ae_nodes import AlterColumnEncryption, EncryptedWithColumnConstr
 from engine.sql.catalog import CatalogSnapshot
 from engine.sql.declared_types import encryptable_type
 from engine.sql.plan import CatalogChange, DropEncryptedColumns, RegisterEncryptedColumn
+from engine.sql.tag_columns import tag_column_name
 
 __all__ = ["encrypted_ddl_changes", "rewrite_encrypted_ddl"]
 
@@ -131,7 +132,7 @@ def rewrite_encrypted_ddl(expression: exp.Expr, catalog: CatalogSnapshot) -> exp
     ...     "COLUMN_ENCRYPTION_KEY = cek1, ENCRYPTION_TYPE = DETERMINISTIC, "
     ...     "ALGORITHM = 'AEAD_AES_256_CBC_HMAC_SHA_256'))")[0]
     >>> rewrite_encrypted_ddl(ddl, snap).sql("duckdb")
-    'CREATE TABLE p (id INT, ssn BLOB NOT NULL)'
+    'CREATE TABLE p (id INT, ssn BLOB NOT NULL, "__ae_tag_ssn" BIGINT NOT NULL)'
     """
     if not isinstance(expression, (exp.Create, exp.Alter)) or not expression.find(
         EncryptedWithColumnConstraint
@@ -151,11 +152,36 @@ def rewrite_encrypted_ddl(expression: exp.Expr, catalog: CatalogSnapshot) -> exp
                 "through the client"
             )
         columns = list(expression.args.get("actions") or [])
+    tags: list[exp.ColumnDef] = []
     for column in columns:
-        if isinstance(column, exp.ColumnDef) and _encryption_of(column) is not None:
+        if isinstance(column, exp.ColumnDef) and (encryption := _encryption_of(column)):
             _check_column(table, column, catalog)
+            if isinstance(expression, exp.Create) and _deterministic(encryption):
+                tags.append(_tag_definition(column.name))
             _to_blob(column)
+    if tags:
+        # After the last column, before any table constraint.
+        schema = expression.this
+        last = max(i for i, c in enumerate(schema.expressions) if isinstance(c, exp.ColumnDef))
+        schema.set(
+            "expressions",
+            [*schema.expressions[: last + 1], *tags, *schema.expressions[last + 1 :]],
+        )
     return expression
+
+
+def _deterministic(encryption: EncryptedWithColumnConstraint) -> bool:
+    return bool(encryption.args["encryption_type"].name == "DETERMINISTIC")
+
+
+def _tag_definition(column: str) -> exp.ColumnDef:
+    """The hidden tag column of ``column``. NOT NULL (a NULL cell's tag is 0), so a write
+    that forgets the tag fails in DuckDB instead of leaving a row that lookups miss."""
+    return exp.ColumnDef(
+        this=exp.to_identifier(tag_column_name(column), quoted=True),
+        kind=exp.DataType.build("BIGINT"),
+        constraints=[exp.ColumnConstraint(kind=exp.NotNullColumnConstraint())],
+    )
 
 
 def encrypted_ddl_changes(
@@ -207,6 +233,11 @@ def encrypted_ddl_changes(
                     cek_name=catalog.cek(enc.name).name,
                     encryption_type=enc.args["encryption_type"].name,
                     algorithm=enc.args["algorithm"].name,
+                    tag_column=(
+                        tag_column_name(column.name)
+                        if isinstance(expression, exp.Create) and _deterministic(enc)
+                        else None
+                    ),
                 )
             )
         if (

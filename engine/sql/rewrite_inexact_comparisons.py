@@ -193,6 +193,21 @@ def _mark_compared(column: exp.Expr, value: exp.Expr) -> None:
         value.meta[COMPARED] = True
 
 
+def _as_written(value: object, number: object) -> bool:
+    """Whether the literal as written already is the exact comparand: the same text, or an
+    integer literal equal to the exact DECIMAL or DOUBLE value (``24`` for ``24.00``). Keeping
+    the text keeps the lifted value one of the statement's own literals, so the statement's
+    plan can be reused as a template for other values (engine.client.plan_templates).
+
+    >>> _as_written(Decimal("24.00"), Decimal("24")), _as_written(Decimal("1.50"), Decimal("1.5"))
+    (True, False)
+    """
+    if str(value) == str(number):
+        return True
+    written_as_integer = isinstance(number, Decimal) and number.as_tuple().exponent == 0
+    return written_as_integer and value == number
+
+
 def _comparison(node: exp.Binary, operator: Operator) -> exp.Expr:
     left, right = node.this, node.expression
     if operator in ("EQ", "NE"):
@@ -209,7 +224,7 @@ def _comparison(node: exp.Binary, operator: Operator) -> exp.Expr:
     kind, value = exact_comparand(number, declared, operator)
     if kind != "value":
         return _constant(column, kind == "all")
-    if str(value) == str(number):
+    if _as_written(value, number):
         return node  # already exact: leave the text as written
     if column is left:
         return type(node)(this=column, expression=_literal(value))
@@ -229,7 +244,7 @@ def _in(node: exp.In) -> exp.Expr:
             continue
         kind, value = exact_comparand(number, declared, "EQ")
         if kind == "value":
-            kept.append(item if str(value) == str(number) else _literal(value))
+            kept.append(item if _as_written(value, number) else _literal(value))
     if not kept:
         return _constant(node.this, False)
     if all(a is b for a, b in zip(kept, node.expressions, strict=False)) and len(kept) == len(
@@ -260,7 +275,10 @@ def _between(node: exp.Between) -> exp.Expr:
         if kind == "none":
             return _constant(node.this, False)
         # "all": this side bounds nothing, so the type's own end stands in for it.
-        bounds.append(_literal(value if kind == "value" else _typed(open_end, domain[0])))
+        if kind == "value" and _as_written(value, number):
+            bounds.append(literal)
+        else:
+            bounds.append(_literal(value if kind == "value" else _typed(open_end, domain[0])))
     return exp.Between(this=node.this, low=bounds[0], high=bounds[1])
 
 

@@ -37,7 +37,7 @@ extern "C" {
 
 /* ---- 1. ABI and status codes ------------------------------------------------------------- */
 
-#define EE_ABI_VERSION 3
+#define EE_ABI_VERSION 4
 
 typedef enum ee_status {
     EE_OK = 0,
@@ -434,6 +434,46 @@ EE_MUST_CHECK ee_status ee_enclave_aggregate_expression(
     int64_t *out_offsets, size_t out_offsets_cap,
     uint64_t query_id, uint16_t cek_id, int32_t type_code, int32_t op,
     const uint8_t *constant, size_t constant_len,
+    const int32_t *offsets, size_t offsets_len,
+    const uint8_t *data, size_t data_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count,
+    const int64_t *group_ids, size_t group_ids_len, size_t group_count);
+
+/* ---- 5d. Every SUM and AVG of one query stage in one call (H1) -------------------------- */
+
+#define EE_STAGE_LAYOUT_VERSION 1
+#define EE_STAGE_MAX_OUTPUTS 32
+
+/* Several SUM, AVG, SUM_EXPR and AVG_EXPR aggregates over the same rows and groups, each result
+ * exactly what its own ee_enclave_aggregate or ee_enclave_aggregate_expression call would give,
+ * but every input column (a stage slot) verified and decrypted once for all of them. layout:
+ *   u8 version (1) || u8 slot_count (1..16) || u8 output_count (1..32)
+ *   || output_count x (u8 op || u8 type_code || u16 LE cek_id || u8 decimal_scale
+ *      || u16 LE constant_len || constant || slot map)
+ * op is EE_OP_SUM or EE_OP_AVG (empty constant, decimal_scale as ee_enclave_aggregate's, a
+ * one-byte slot map: the stage slot of its cells under cek_id) or EE_OP_SUM_EXPR or
+ * EE_OP_AVG_EXPR (constant: the expression program of 5b; the slot map gives the stage slot of
+ * each program slot, one byte each). Each output is authorized exactly as its own call: a plain
+ * output for (cek_id, op, type_code, SHA-256 of nothing), a program for its result key and every
+ * key it reads with (cek_id, op, type_code, SHA-256(program)); else EE_ERR_NOT_AUTHORIZED
+ * before any cell is read. Every reader of a stage slot must agree on its source, key and type
+ * (programs also on the scale), and every slot needs a reader: EE_ERR_ARGUMENT otherwise.
+ * The rows come slot-major in one Arrow binary array (count = slot_count * rows), as in 5b;
+ * group_ids has one int64 per row (-1: skip). Writes output_count * group_count randomized
+ * cells in Arrow layout, output-major (entry o * group_count + g is output o of group g, under
+ * output o's key; out_offsets_cap >= output_count * group_count + 1); an empty group gets an
+ * empty entry. out_data_cap must hold all of them (17-byte plaintexts, 81-byte cells). Large
+ * inputs are split over up to 4 threads, whose sums are added in a fixed order.
+ * Leakage: for each output, what its own call leaks (which groups are empty, whether an
+ * overflow happened, whether its program is well formed), and the lengths and null positions
+ * given.
+ */
+EE_MUST_CHECK ee_status ee_enclave_aggregate_stage(
+    uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
+    int64_t *out_offsets, size_t out_offsets_cap,
+    uint64_t query_id,
+    const uint8_t *layout, size_t layout_len,
     const int32_t *offsets, size_t offsets_len,
     const uint8_t *data, size_t data_len,
     const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,

@@ -6,6 +6,7 @@
  * FLOAT64), and returns one fresh randomized cell per group. It must never return, log or keep a
  * decrypted value or a per-row result, and it refuses any program it cannot check completely.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,15 +67,26 @@ typedef struct expr_group {
     int64_t count;
 } expr_group;
 
+/* 10^0 .. 10^38, filled once: the range check runs several times per row, and a loop of 38
+ * 128-bit multiplications each time cost more than decrypting the row. */
+static u128 powers_of_ten[MAX_SCALE + 1];
+static pthread_once_t powers_once = PTHREAD_ONCE_INIT;
+
+static void fill_powers(void) {
+    powers_of_ten[0] = 1;
+    for (int i = 1; i <= MAX_SCALE; i++) powers_of_ten[i] = powers_of_ten[i - 1] * 10;
+}
+
+/* exponent is at most MAX_SCALE everywhere: parse_program bounds every scale. */
 static u128 ten_to(int exponent) {
-    u128 v = 1;
-    for (int i = 0; i < exponent; i++) v *= 10;
-    return v;
+    (void)pthread_once(&powers_once, fill_powers);
+    return powers_of_ten[exponent];
 }
 
 static int in_range(i128 v) {
     u128 magnitude = v < 0 ? (u128)0 - (u128)v : (u128)v;
-    return magnitude < ten_to(38);
+    /* 2^126 < 10^38: almost every value is settled by its top two bits, without the table. */
+    return (magnitude >> 126) == 0 || magnitude < ten_to(38);
 }
 
 static uint64_t get_le(const uint8_t *p, size_t n) {
@@ -193,6 +205,10 @@ static int parse_program(expr_program *p, const uint8_t *b, size_t len) {
 
 /* 1 and *out: the exact value scaled up by 10^by, unless it leaves DECIMAL(38). */
 static int rescale(i128 v, int by, i128 *out) {
+    if (by == 0) {
+        *out = v;
+        return in_range(v);
+    }
     i128 factor = (i128)ten_to(by);
     return !__builtin_mul_overflow(v, factor, out) && in_range(*out);
 }
@@ -210,7 +226,11 @@ static ee_status apply(uint8_t code, expr_value *a, const expr_value *b) {
     int scale;
     if (code == CODE_MUL) {
         scale = a->scale + b->scale;
-        if (__builtin_mul_overflow(x, y, &r)) return EE_ERR_OVERFLOW;
+        if (x == (int64_t)x && y == (int64_t)y) {
+            r = (i128)(int64_t)x * (int64_t)y; /* 64 x 64 bits always fits in 128 */
+        } else if (__builtin_mul_overflow(x, y, &r)) {
+            return EE_ERR_OVERFLOW;
+        }
     } else {
         /* + and - align both operands on the larger scale first, as DECIMAL arithmetic does. */
         scale = a->scale > b->scale ? a->scale : b->scale;
@@ -240,12 +260,17 @@ static void read_slot(expr_value *v, const expr_slot *slot, const ee_plain *plai
         v->exact = (int64_t)get_le(value, 8);
     } else {
         /* DECIMAL: sign byte, then a little-endian magnitude of any length (checked below). */
-        size_t m = len - 1;
-        while (m > 0 && value[m] == 0) m--; /* value[1..m]: the magnitude without high zeros */
-        u128 magnitude = ten_to(38);        /* too long for 128 bits: out of range, caught */
-        if (m <= 16) {
-            magnitude = 0;
-            for (size_t k = m; k >= 1; k--) magnitude = (magnitude << 8) | value[k];
+        u128 magnitude;
+        if (len == 17) { /* the usual form: exactly 16 bytes of magnitude */
+            magnitude = ((u128)get_le(value + 9, 8) << 64) | get_le(value + 1, 8);
+        } else {
+            size_t m = len - 1;
+            while (m > 0 && value[m] == 0) m--; /* value[1..m]: without high zeros */
+            magnitude = ten_to(38);             /* too long for 128 bits: out of range, caught */
+            if (m <= 16) {
+                magnitude = 0;
+                for (size_t k = m; k >= 1; k--) magnitude = (magnitude << 8) | value[k];
+            }
         }
         if (magnitude > ten_to(38)) magnitude = ten_to(38);
         v->exact = value[0] == 1 ? (i128)magnitude : -(i128)magnitude;
@@ -464,6 +489,484 @@ done:
     free(ids);
     /* The program holds only what the host already passed in the clear. */
     free(program);
+    free(blob);
+    return status;
+}
+
+/* ---- One call for every SUM and AVG of a stage (5d of enclave.h) ------------------------------ */
+
+#define STAGE_MAX_THREADS 4
+#define STAGE_ROWS_PER_THREAD 65536 /* fewer rows than this per thread: one thread */
+
+typedef struct stage_output {
+    int32_t op;
+    int32_t type_code;
+    uint16_t cek_id;
+    int decimal_scale;
+    const uint8_t *constant; /* inside the private copy of the layout */
+    size_t constant_len;
+    size_t slot_count;
+    uint8_t slots[EE_EXPR_MAX_SLOTS]; /* stage slot of each operand (program slot order) */
+    expr_program *program;            /* SUM_EXPR and AVG_EXPR only */
+} stage_output;
+
+typedef struct stage_plan {
+    size_t slot_count;
+    expr_slot slots[EE_EXPR_MAX_SLOTS]; /* what every reader of a stage slot agreed on */
+    size_t output_count;
+    stage_output outputs[EE_STAGE_MAX_OUTPUTS];
+} stage_plan;
+
+/* One thread's share: rows [begin, end), its own plaintext copies and per-group sums. */
+typedef struct stage_worker {
+    const stage_plan *plan;
+    const ee_cell_keys *slot_keys;
+    const ee_input *in;
+    const int64_t *ids;
+    size_t rows, begin, end, group_count;
+    expr_group *groups; /* output_count * group_count, secret */
+    size_t groups_cap;
+    ee_status status;
+} stage_worker;
+
+static int expression_op(int32_t op) { return op == EE_OP_SUM_EXPR || op == EE_OP_AVG_EXPR; }
+
+/* Records what a reader needs of stage slot `s`; 0 when an earlier reader needs otherwise. */
+static int stage_slot_claim(stage_plan *plan, uint32_t *claimed, size_t s, const expr_slot *need,
+                            int exact_scale) {
+    expr_slot *slot = &plan->slots[s];
+    if (!(*claimed & (1u << s))) {
+        *slot = *need;
+        if (!exact_scale) slot->scale = -1; /* not known yet: a program may still name it */
+        *claimed |= 1u << s;
+        return 1;
+    }
+    if (slot->source != need->source || slot->cek_id != need->cek_id ||
+        slot->type_code != need->type_code) {
+        return 0;
+    }
+    /* A plain SUM or AVG reads unscaled values; only programs care about the scale. */
+    if (exact_scale) {
+        if (slot->scale < 0) {
+            slot->scale = need->scale;
+        } else if (slot->scale != need->scale) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Parses the layout (a private copy) completely before any key or cell is touched. */
+static ee_status parse_stage(stage_plan *plan, const uint8_t *b, size_t len) {
+    memset(plan, 0, sizeof *plan);
+    if (len < 3 || b[0] != EE_STAGE_LAYOUT_VERSION) return EE_ERR_ARGUMENT;
+    plan->slot_count = b[1];
+    plan->output_count = b[2];
+    if (plan->slot_count == 0 || plan->slot_count > EE_EXPR_MAX_SLOTS ||
+        plan->output_count == 0 || plan->output_count > EE_STAGE_MAX_OUTPUTS) {
+        return EE_ERR_ARGUMENT;
+    }
+    size_t at = 3;
+    for (size_t o = 0; o < plan->output_count; o++) {
+        stage_output *out = &plan->outputs[o];
+        if (len - at < 7) return EE_ERR_ARGUMENT;
+        out->op = b[at];
+        out->type_code = b[at + 1];
+        out->cek_id = (uint16_t)get_le(b + at + 2, 2);
+        out->decimal_scale = b[at + 4];
+        out->constant_len = get_le(b + at + 5, 2);
+        at += 7;
+        if (len - at < out->constant_len) return EE_ERR_ARGUMENT;
+        out->constant = b + at;
+        at += out->constant_len;
+        if (out->op == EE_OP_SUM || out->op == EE_OP_AVG) {
+            if (out->constant_len != 0 || out->decimal_scale > MAX_SCALE) return EE_ERR_ARGUMENT;
+            out->slot_count = 1;
+        } else if (expression_op(out->op)) {
+            /* The program's own slot count; parse_program checks the rest later. */
+            if (out->constant_len < 2) return EE_ERR_PACKAGE;
+            out->slot_count = out->constant[1];
+            if (out->slot_count == 0 || out->slot_count > EE_EXPR_MAX_SLOTS) {
+                return EE_ERR_PACKAGE;
+            }
+        } else {
+            return EE_ERR_ARGUMENT;
+        }
+        if (len - at < out->slot_count) return EE_ERR_ARGUMENT;
+        for (size_t k = 0; k < out->slot_count; k++) {
+            out->slots[k] = b[at + k];
+            if (out->slots[k] >= plan->slot_count) return EE_ERR_ARGUMENT;
+        }
+        at += out->slot_count;
+    }
+    return at == len ? EE_OK : EE_ERR_ARGUMENT;
+}
+
+/* Adds one row's value of a plain SUM or AVG: the arithmetic of ee_enclave_aggregate. */
+static ee_status stage_add_plain(expr_group *g, const stage_output *out, const ee_plain *plain,
+                                 size_t i) {
+    size_t len;
+    const uint8_t *value = ee_plain_value(plain, i, &len);
+    g->count++;
+    if (out->type_code == EE_TYPE_FLOAT32 || out->type_code == EE_TYPE_FLOAT64) {
+        uint64_t bits = get_le(value, len);
+        if (len == 4) {
+            uint32_t b32 = (uint32_t)bits;
+            float f;
+            memcpy(&f, &b32, 4);
+            g->float_sum += (double)f;
+        } else {
+            double d;
+            memcpy(&d, &bits, 8);
+            g->float_sum += d;
+        }
+        return EE_OK;
+    }
+    i128 v;
+    if (out->type_code == EE_TYPE_INT64) {
+        v = (int64_t)get_le(value, 8);
+    } else if (len == 17) { /* DECIMAL's usual form: sign byte and 16 bytes of magnitude */
+        u128 magnitude = ((u128)get_le(value + 9, 8) << 64) | get_le(value + 1, 8);
+        if ((magnitude >> 126) != 0 && magnitude >= ten_to(38)) return EE_ERR_OVERFLOW;
+        v = value[0] == 1 ? (i128)magnitude : -(i128)magnitude;
+    } else {
+        expr_slot slot = {SOURCE_ENCRYPTED, 0, EE_TYPE_DECIMAL, 0};
+        expr_value read;
+        read_slot(&read, &slot, plain, i);
+        v = read.exact;
+        ee_wipe(&read, sizeof read);
+        if (!in_range(v)) return EE_ERR_OVERFLOW; /* |value| >= 10^38: no DECIMAL(38) */
+    }
+    if (__builtin_add_overflow(g->sum, v, &g->sum)) return EE_ERR_OVERFLOW;
+    return EE_OK;
+}
+
+static void *stage_work(void *arg) {
+    stage_worker *w = arg;
+    const stage_plan *plan = w->plan;
+    ee_status status = EE_OK;
+    ee_plain plains[EE_EXPR_MAX_SLOTS];
+    ee_plain view[EE_EXPR_MAX_SLOTS];
+    for (size_t s = 0; s < EE_EXPR_MAX_SLOTS; s++) ee_plain_init(&plains[s]);
+    expr_value value;
+    memset(&value, 0, sizeof value);
+    size_t stack_cap = EE_EXPR_MAX_CODE * sizeof(expr_value);
+    expr_value *stack = ee_secret_alloc(stack_cap);
+    if (stack == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    for (size_t start = w->begin; start < w->end; start += CHUNK_ROWS) {
+        size_t n = w->end - start < CHUNK_ROWS ? w->end - start : CHUNK_ROWS;
+        for (size_t s = 0; s < plan->slot_count; s++) {
+            const expr_slot *slot = &plan->slots[s];
+            const ee_cell_keys *keys = slot->source == SOURCE_ENCRYPTED ? &w->slot_keys[s] : NULL;
+            status = ee_plain_load(&plains[s], keys, slot->type_code, w->in, s * w->rows + start,
+                                   n);
+            if (status != EE_OK) goto done;
+        }
+        for (size_t o = 0; o < plan->output_count; o++) {
+            const stage_output *out = &plan->outputs[o];
+            expr_group *groups = w->groups + o * w->group_count;
+            const int64_t *ids = w->ids + start;
+            if (!expression_op(out->op)) {
+                const ee_plain *plain = &plains[out->slots[0]];
+                for (size_t i = 0; i < n; i++) {
+                    if (ids[i] < 0 || !plain->valid[i]) continue;
+                    status = stage_add_plain(&groups[ids[i]], out, plain, i);
+                    if (status != EE_OK) goto done;
+                }
+                continue;
+            }
+            /* The program reads its slot k from stage slot slots[k]: a shallow view. */
+            for (size_t k = 0; k < out->slot_count; k++) view[k] = plains[out->slots[k]];
+            for (size_t i = 0; i < n; i++) {
+                if (ids[i] < 0) continue;
+                int is_null;
+                status = evaluate(&value, &is_null, out->program, view, i, stack);
+                if (status != EE_OK) goto done;
+                if (is_null) continue;
+                expr_group *g = &groups[ids[i]];
+                g->count++;
+                if (out->program->result_float) {
+                    g->float_sum += value.real;
+                } else if (__builtin_add_overflow(g->sum, value.exact, &g->sum) ||
+                           !in_range(g->sum)) {
+                    status = EE_ERR_OVERFLOW;
+                    goto done;
+                }
+            }
+        }
+    }
+done:
+    ee_wipe(&value, sizeof value);
+    ee_secret_free(stack, stack_cap);
+    for (size_t s = 0; s < EE_EXPR_MAX_SLOTS; s++) ee_plain_free(&plains[s]);
+    w->status = status;
+    return NULL;
+}
+
+/* The plaintext result of one output for one group, as ee_enclave_aggregate and
+ * ee_enclave_aggregate_expression write it; *len 0 for an empty group. */
+static ee_status stage_result(uint8_t *r, size_t *len, const stage_output *out,
+                              const expr_group *g) {
+    *len = 0;
+    if (g->count == 0) return EE_OK;
+    int is_float, scale;
+    if (expression_op(out->op)) {
+        is_float = out->program->result_float;
+        scale = out->program->result_scale;
+    } else {
+        is_float = out->type_code == EE_TYPE_FLOAT32 || out->type_code == EE_TYPE_FLOAT64;
+        scale = out->type_code == EE_TYPE_DECIMAL ? out->decimal_scale : 0;
+    }
+    int average = out->op == EE_OP_AVG || out->op == EE_OP_AVG_EXPR;
+    if (average || is_float) {
+        double answer;
+        if (is_float) {
+            answer = average ? g->float_sum / (double)g->count : g->float_sum;
+        } else {
+            long double scaled = (long double)g->sum / (long double)g->count;
+            answer = (double)(scaled / (long double)ten_to(scale));
+        }
+        uint64_t bits;
+        memcpy(&bits, &answer, 8);
+        put_le(r, bits, 8);
+        *len = 8;
+        return EE_OK;
+    }
+    if (!in_range(g->sum)) return EE_ERR_OVERFLOW;
+    u128 magnitude = g->sum < 0 ? (u128)0 - (u128)g->sum : (u128)g->sum;
+    r[0] = g->sum < 0 ? 0 : 1;
+    put_le(r + 1, magnitude, 16);
+    *len = 17;
+    return EE_OK;
+}
+
+ee_status ee_enclave_aggregate_stage(uint8_t *out_data, size_t out_data_cap,
+                                     size_t *out_data_len, int64_t *out_offsets,
+                                     size_t out_offsets_cap, uint64_t query_id,
+                                     const uint8_t *layout, size_t layout_len,
+                                     const int32_t *offsets, size_t offsets_len,
+                                     const uint8_t *data, size_t data_len,
+                                     const uint8_t *validity, size_t validity_len,
+                                     size_t validity_bit_offset, size_t count,
+                                     const int64_t *group_ids, size_t group_ids_len,
+                                     size_t group_count) {
+    ee_status status;
+    stage_plan *plan = NULL;
+    uint8_t *blob = NULL, *results = NULL, *result_valid = NULL;
+    int64_t *ids = NULL, *result_offsets = NULL;
+    ee_cell_keys *result_keys = NULL, *slot_keys = NULL;
+    size_t result_keys_cap = 0, slot_keys_cap = 0, results_cap = 0, threads = 0;
+    stage_worker workers[STAGE_MAX_THREADS];
+    memset(workers, 0, sizeof workers);
+    ee_input in = {offsets, offsets_len, data, data_len, validity, validity_len,
+                   validity_bit_offset, count};
+
+    if (out_data_len == NULL || out_offsets == NULL || (out_data == NULL && out_data_cap > 0) ||
+        layout == NULL || layout_len == 0) {
+        return EE_ERR_ARGUMENT;
+    }
+    /* Copy the layout in: the programs hashed for authorization are exactly those parsed. */
+    blob = malloc(layout_len);
+    plan = calloc(1, sizeof *plan);
+    if (blob == NULL || plan == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    memcpy(blob, layout, layout_len);
+    status = parse_stage(plan, blob, layout_len);
+    if (status != EE_OK) goto done;
+
+    /* Each output is authorized exactly as its own call would be: a plain SUM or AVG for
+     * (cek_id, op, type_code, SHA-256 of nothing); a program for its result key and for every
+     * key it reads, each with (cek_id, op, type_code, SHA-256(program)). */
+    result_keys_cap = plan->output_count * sizeof *result_keys;
+    slot_keys_cap = plan->slot_count * sizeof *slot_keys;
+    result_keys = ee_secret_alloc(result_keys_cap);
+    slot_keys = ee_secret_alloc(slot_keys_cap);
+    if (result_keys == NULL || slot_keys == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    for (size_t o = 0; o < plan->output_count; o++) {
+        stage_output *out = &plan->outputs[o];
+        status = ee_query_key(&result_keys[o], query_id, out->cek_id, out->op, out->type_code,
+                              out->constant, out->constant_len);
+        if (status != EE_OK) goto done;
+        if (!expression_op(out->op)) {
+            int numeric = out->type_code == EE_TYPE_INT64 || out->type_code == EE_TYPE_FLOAT32 ||
+                          out->type_code == EE_TYPE_FLOAT64 || out->type_code == EE_TYPE_DECIMAL;
+            if (!numeric) {
+                status = EE_ERR_TYPE;
+                goto done;
+            }
+            continue;
+        }
+        out->program = malloc(sizeof *out->program);
+        if (out->program == NULL) {
+            status = EE_ERR_INTERNAL;
+            goto done;
+        }
+        if (!parse_program(out->program, out->constant, out->constant_len) ||
+            out->program->slot_count != out->slot_count) {
+            status = EE_ERR_PACKAGE;
+            goto done;
+        }
+        if (out->type_code != (out->program->result_float ? EE_TYPE_FLOAT64 : EE_TYPE_DECIMAL)) {
+            status = EE_ERR_TYPE;
+            goto done;
+        }
+        size_t first = 0;
+        while (out->program->slots[first].source != SOURCE_ENCRYPTED) first++;
+        if (out->program->slots[first].cek_id != out->cek_id) {
+            status = EE_ERR_ARGUMENT;
+            goto done;
+        }
+        for (size_t k = 0; k < out->slot_count; k++) {
+            const expr_slot *need = &out->program->slots[k];
+            if (need->source != SOURCE_ENCRYPTED) continue;
+            status = ee_query_key(&slot_keys[out->slots[k]], query_id, need->cek_id, out->op,
+                                  out->type_code, out->constant, out->constant_len);
+            if (status != EE_OK) goto done;
+        }
+    }
+    /* Every reader of a stage slot must read it the same way (source, key, type and, for the
+     * programs, scale), so one decryption serves them all; each slot must have a reader. */
+    uint32_t claimed = 0;
+    for (size_t o = 0; o < plan->output_count; o++) {
+        const stage_output *out = &plan->outputs[o];
+        for (size_t k = 0; k < out->slot_count; k++) {
+            expr_slot plain_need = {SOURCE_ENCRYPTED, out->cek_id, out->type_code, 0};
+            int program = expression_op(out->op);
+            const expr_slot *need = program ? &out->program->slots[k] : &plain_need;
+            if (!stage_slot_claim(plan, &claimed, out->slots[k], need, program)) {
+                status = EE_ERR_ARGUMENT;
+                goto done;
+            }
+            if (!program) slot_keys[out->slots[0]] = result_keys[o];
+        }
+    }
+    for (size_t s = 0; s < plan->slot_count; s++) {
+        if (plan->slots[s].scale < 0) plan->slots[s].scale = 0;
+    }
+    if (claimed != (uint32_t)((1ull << plan->slot_count) - 1)) {
+        status = EE_ERR_ARGUMENT;
+        goto done;
+    }
+    status = ee_input_check(&in);
+    if (status != EE_OK) goto done;
+    size_t rows = count / plan->slot_count;
+    if (count % plan->slot_count != 0 || group_ids == NULL || group_ids_len != rows ||
+        group_count > (size_t)INT32_MAX) {
+        status = EE_ERR_ARGUMENT;
+        goto done;
+    }
+    size_t cells = plan->output_count * group_count;
+    if (out_offsets_cap < cells + 1) {
+        status = EE_ERR_CAPACITY;
+        goto done;
+    }
+    status = ee_group_ids_copy(&ids, group_ids, rows, group_count);
+    if (status != EE_OK) goto done;
+
+    /* Rows split evenly over up to STAGE_MAX_THREADS threads, each with its own sums; merged
+     * below in thread order, so a given row count always adds in the same order. */
+    threads = rows / STAGE_ROWS_PER_THREAD;
+    if (threads < 1) threads = 1;
+    if (threads > STAGE_MAX_THREADS) threads = STAGE_MAX_THREADS;
+    for (size_t t = 0; t < threads; t++) {
+        stage_worker *w = &workers[t];
+        *w = (stage_worker){plan, slot_keys, &in, ids, rows, rows * t / threads,
+                            rows * (t + 1) / threads, group_count, NULL, 0, EE_OK};
+        w->groups_cap = (cells + 1) * sizeof *w->groups;
+        w->groups = ee_secret_alloc(w->groups_cap);
+        if (w->groups == NULL) {
+            status = EE_ERR_INTERNAL;
+            goto done;
+        }
+    }
+    pthread_t handles[STAGE_MAX_THREADS];
+    size_t started = 1;
+    for (size_t t = 1; t < threads; t++) {
+        if (pthread_create(&handles[t], NULL, stage_work, &workers[t]) != 0) {
+            workers[t].status = EE_ERR_INTERNAL;
+            break;
+        }
+        started++;
+    }
+    stage_work(&workers[0]);
+    for (size_t t = 1; t < started; t++) pthread_join(handles[t], NULL);
+    for (size_t t = 0; t < threads; t++) {
+        /* A bad cell anywhere is EE_ERR_AUTH whatever else a thread saw first. */
+        if (workers[t].status == EE_ERR_AUTH) status = EE_ERR_AUTH;
+    }
+    for (size_t t = 0; t < threads && status == EE_OK; t++) status = workers[t].status;
+    if (status != EE_OK) goto done;
+    for (size_t t = 1; t < threads; t++) {
+        for (size_t c = 0; c < cells; c++) {
+            expr_group *into = &workers[0].groups[c];
+            const expr_group *from = &workers[t].groups[c];
+            into->count += from->count;
+            into->float_sum += from->float_sum;
+            if (__builtin_add_overflow(into->sum, from->sum, &into->sum)) {
+                status = EE_ERR_OVERFLOW;
+                goto done;
+            }
+        }
+    }
+
+    results_cap = (cells + 1) * 17;
+    results = ee_secret_alloc(results_cap);
+    result_offsets = malloc((cells + 1) * sizeof *result_offsets);
+    result_valid = malloc(cells + 1);
+    if (results == NULL || result_offsets == NULL || result_valid == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    /* Every result first, so that an overflow anywhere stops the call before any cell is
+     * written; then each output's cells under its own result key, one after another. */
+    size_t pos = 0;
+    for (size_t c = 0; c < cells; c++) {
+        size_t len;
+        result_offsets[c] = (int64_t)pos;
+        status = stage_result(results + pos, &len, &plan->outputs[c / group_count],
+                              &workers[0].groups[c]);
+        if (status != EE_OK) goto done;
+        result_valid[c] = len > 0;
+        pos += len;
+    }
+    result_offsets[cells] = (int64_t)pos;
+    size_t written = 0;
+    for (size_t o = 0; o < plan->output_count; o++) {
+        size_t first = o * group_count, used = 0;
+        uint8_t *into = out_data == NULL ? NULL : out_data + written;
+        status = ee_encrypt_values(into, out_data_cap - written, &used, out_offsets + first,
+                                   &result_keys[o], 0, results, result_offsets + first,
+                                   result_valid + first, group_count);
+        if (status != EE_OK) goto done;
+        /* ee_encrypt_values counts from 0; shift this output's offsets to the whole output. */
+        for (size_t g = 0; g <= group_count; g++) out_offsets[first + g] += (int64_t)written;
+        written += used;
+    }
+    *out_data_len = written;
+done:
+    for (size_t t = 0; t < STAGE_MAX_THREADS; t++) {
+        ee_secret_free(workers[t].groups, workers[t].groups_cap);
+    }
+    ee_secret_free(result_keys, result_keys_cap);
+    ee_secret_free(slot_keys, slot_keys_cap);
+    ee_secret_free(results, results_cap);
+    if (plan != NULL) {
+        /* Every entry: a layout refused early may leave output_count above the maximum. */
+        for (size_t o = 0; o < EE_STAGE_MAX_OUTPUTS; o++) free(plan->outputs[o].program);
+    }
+    free(plan);
+    free(result_offsets);
+    free(result_valid);
+    free(ids);
+    /* The layout holds only what the host already passed in the clear. */
     free(blob);
     return status;
 }

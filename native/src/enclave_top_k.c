@@ -4,7 +4,11 @@
  * first k rows of the requested order in a bounded heap (O(n log k) comparisons, no full sort)
  * plus the rows tied with the k-th, and ranks only those. It must tell the host nothing about a
  * row outside that selection beyond "not selected", and never return or keep a decrypted value.
+ * A long column is split in two halves selected on two threads inside the enclave; the union
+ * of their selections holds every row of the answer, and one more pass over that union gives
+ * exactly the serial answer, so the host sees nothing of the halves.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -250,6 +254,117 @@ done:
     return status;
 }
 
+/* ---- Two halves on two threads (small k, long columns) ---------------------------------------- */
+
+/* From this many rows on, the chunked path splits the column in two halves. */
+#define TOP_K_PARALLEL_MIN 65536
+
+#ifdef EE_TESTING
+size_t ee_test_top_k_parallel_min = TOP_K_PARALLEL_MIN; /* tests lower it to reach this path */
+#define PARALLEL_MIN ee_test_top_k_parallel_min
+#else
+#define PARALLEL_MIN TOP_K_PARALLEL_MIN
+#endif
+
+typedef struct top_k_half {
+    int64_t *out;
+    const ee_cell_keys *keys;
+    int32_t type_code;
+    ee_input in;
+    size_t k;
+    int descending, nulls_first;
+    ee_status status;
+} top_k_half;
+
+static void *run_half(void *arg) {
+    top_k_half *h = arg;
+    h->status = top_k_small(h->out, h->keys, h->type_code, &h->in, h->k, h->descending,
+                            h->nulls_first);
+    return NULL;
+}
+
+/* Rows [start, start + count) of an input, as an input of their own. */
+static ee_input sub_input(const ee_input *in, size_t start, size_t count) {
+    ee_input sub = *in;
+    sub.offsets = in->offsets + start;
+    sub.offsets_len = count + 1;
+    sub.bit_offset = in->bit_offset + start;
+    sub.count = count;
+    return sub;
+}
+
+static int input_valid(const ee_input *in, size_t row) {
+    if (in->validity == NULL) return 1;
+    size_t bit = in->bit_offset + row;
+    return (in->validity[bit / 8] >> (bit % 8)) & 1;
+}
+
+/* The chunked path over two halves at once, then once more over the rows either half selected
+ * (a row among the first k of the whole column is among the first k of its half, and every row
+ * before it is too). The cells of that union are copied (ciphertext, verified again when the
+ * last pass decrypts them). Same answer as top_k_small over the whole input. */
+static ee_status top_k_parallel(int64_t *out, const ee_cell_keys *keys, int32_t type_code,
+                                const ee_input *in, size_t k, int descending, int nulls_first) {
+    size_t count = in->count, middle = count / 2;
+    top_k_half halves[2] = {
+        {out, keys, type_code, sub_input(in, 0, middle), k, descending, nulls_first, EE_OK},
+        {out + middle, keys, type_code, sub_input(in, middle, count - middle), k, descending,
+         nulls_first, EE_OK},
+    };
+    pthread_t thread;
+    int threaded = pthread_create(&thread, NULL, run_half, &halves[0]) == 0;
+    if (!threaded) run_half(&halves[0]);
+    run_half(&halves[1]);
+    if (threaded) pthread_join(thread, NULL);
+    if (halves[0].status != EE_OK) return halves[0].status;
+    if (halves[1].status != EE_OK) return halves[1].status;
+
+    size_t picked = 0, bytes = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (out[i] == -1) continue;
+        picked++;
+        if (input_valid(in, i)) bytes += (size_t)(in->offsets[i + 1] - in->offsets[i]);
+    }
+    ee_status status = EE_OK;
+    uint32_t *rows = malloc((picked + 1) * sizeof *rows);
+    int32_t *offsets = malloc((picked + 1) * sizeof *offsets);
+    uint8_t *data = malloc(bytes + 1);
+    uint8_t *validity = calloc(picked / 8 + 1, 1);
+    int64_t *union_out = malloc((picked + 1) * sizeof *union_out);
+    if (rows == NULL || offsets == NULL || data == NULL || validity == NULL || union_out == NULL ||
+        bytes > INT32_MAX) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    size_t at = 0, n = 0;
+    offsets[0] = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (out[i] == -1) continue;
+        if (input_valid(in, i)) {
+            size_t len = (size_t)(in->offsets[i + 1] - in->offsets[i]);
+            memcpy(data + at, in->data + in->offsets[i], len);
+            at += len;
+            validity[n / 8] |= (uint8_t)(1u << (n % 8));
+        }
+        rows[n++] = (uint32_t)i;
+        offsets[n] = (int32_t)at;
+    }
+    ee_input chosen = {offsets, n + 1, data, at, validity, n / 8 + 1, 0, n};
+    status = top_k_small(union_out, keys, type_code, &chosen, k, descending, nulls_first);
+    if (status != EE_OK) goto done;
+    for (size_t i = 0; i < count; i++) out[i] = -1;
+    for (size_t j = 0; j < n; j++) out[rows[j]] = union_out[j];
+done:
+    if (rows != NULL) ee_wipe(rows, (picked + 1) * sizeof *rows);
+    if (union_out != NULL) ee_wipe(union_out, (picked + 1) * sizeof *union_out);
+    free(rows);
+    free(offsets);
+    free(data);
+    free(validity);
+    free(union_out);
+    return status;
+}
+
 /* ---- The operator ---------------------------------------------------------------------------- */
 
 static uint64_t get_u64(const uint8_t *p) {
@@ -298,7 +413,11 @@ ee_status ee_enclave_top_k(int64_t *out, size_t out_cap, uint64_t query_id, uint
         goto done;
     }
     if (k <= SMALL_LIMIT) {
-        status = top_k_small(out, &keys, type_code, &in, (size_t)k, order.descending, nulls_first);
+        status = count >= PARALLEL_MIN && count >= 4 * k
+                     ? top_k_parallel(out, &keys, type_code, &in, (size_t)k, order.descending,
+                                      nulls_first)
+                     : top_k_small(out, &keys, type_code, &in, (size_t)k, order.descending,
+                                   nulls_first);
         goto done;
     }
     status = ee_plain_load(&plain, &keys, type_code, &in, 0, count);

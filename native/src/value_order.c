@@ -93,10 +93,35 @@ static int order_decimal(const uint8_t *a, size_t a_len, const uint8_t *b, size_
     return a_sign < 0 ? -mag : mag;
 }
 
+/* Eight bytes as one word, in memory order (one load; memcpy keeps it alignment-safe). */
+static uint64_t word_at(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* Eight bytes as a big-endian number, so that integer order is byte order. */
+static uint64_t be_uint64(const uint8_t *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap64(word_at(p));
+#else
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+#endif
+}
+
+/* memcmp order, then shorter first. Eight bytes at a time as big-endian words, whose integer
+ * order is their byte order: short values (the usual case) then cost no library call. */
 static int order_bytes(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len) {
-    size_t n = a_len < b_len ? a_len : b_len;
-    int c = n > 0 ? memcmp(a, b, n) : 0;
-    if (c != 0) return c > 0 ? 1 : -1;
+    size_t n = a_len < b_len ? a_len : b_len, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x = be_uint64(a + i), y = be_uint64(b + i);
+        if (x != y) return order(x, y);
+    }
+    for (; i < n; i++) {
+        if (a[i] != b[i]) return order(a[i], b[i]);
+    }
     return order(a_len, b_len);
 }
 
@@ -167,6 +192,16 @@ int ee_value_compare(int32_t type_code, const uint8_t *a, size_t a_len, const ui
 static size_t utf8_points(const uint8_t *s, size_t len, uint32_t *out) {
     size_t n = 0, i = 0;
     while (i < len) {
+        /* Eight ASCII bytes are eight code points: widen them without decoding. */
+        if (len - i >= 8 && (word_at(s + i) & 0x8080808080808080u) == 0) {
+            const uint8_t *in = s + i;
+            uint32_t *to = out + n;
+            to[0] = in[0], to[1] = in[1], to[2] = in[2], to[3] = in[3];
+            to[4] = in[4], to[5] = in[5], to[6] = in[6], to[7] = in[7];
+            n += 8;
+            i += 8;
+            continue;
+        }
         uint32_t c = s[i];
         size_t extra = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
                                      : (c & 0xf8) == 0xf0 ? 3 : 4;
@@ -250,7 +285,14 @@ int ee_like_match(const uint32_t *pattern, size_t pattern_len, const uint32_t *t
             /* Let the latest '%' swallow one more code point. Earlier '%'s never need to be
              * revisited: any match they could enable, the latest one enables too. */
             p = star + 1;
-            t = ++star_text;
+            if (p == pattern_len) return 1; /* a final '%' swallows the rest of the text */
+            star_text++;
+            /* When a literal follows the '%', a match can only resume where the text holds
+             * that literal: trying any other position fails on its first step, so skip it. */
+            if (pattern[p] < EE_LIKE_ANY_RUN) {
+                while (star_text < text_len && text[star_text] != pattern[p]) star_text++;
+            }
+            t = star_text;
         } else {
             return 0;
         }

@@ -190,6 +190,41 @@ static void fuzz_once(test_client *c) {
                                         count + 1, data, data_len, valid, sizeof validity, 0,
                                         count, ids, count, groups);
     if (!legal(s) || (s == EE_OK && out_len > cap)) test_failures++;
+    /* 5d: a layout of one to three SUM/AVG/SUM_EXPR/AVG_EXPR outputs (the constant above as
+     * every program) over one or two slots, then mutated. */
+    {
+        static uint8_t layout[4096];
+        int64_t stage_offsets[3 * 4 + 1];
+        size_t slots = 1 + rng_next() % 2, outputs = 1 + rng_next() % 3, at = 3;
+        layout[0] = 1;
+        layout[1] = (uint8_t)slots;
+        layout[2] = (uint8_t)outputs;
+        for (size_t o = 0; o < outputs; o++) {
+            static const uint8_t ops[] = {EE_OP_SUM, EE_OP_AVG, EE_OP_SUM_EXPR, EE_OP_AVG_EXPR};
+            uint8_t stage_op = ops[rng_next() % 4];
+            int program = stage_op == EE_OP_SUM_EXPR || stage_op == EE_OP_AVG_EXPR;
+            size_t program_len = program ? constant_len : 0;
+            size_t map_len = program && constant_len > 1 ? constant[1] % 17 : 1;
+            layout[at] = stage_op;
+            layout[at + 1] = (uint8_t)type_code;
+            layout[at + 2] = (uint8_t)cek_id;
+            layout[at + 3] = 0;
+            layout[at + 4] = (uint8_t)(rng_next() % 40);
+            layout[at + 5] = (uint8_t)program_len;
+            layout[at + 6] = (uint8_t)(program_len >> 8);
+            memcpy(layout + at + 7, constant, program_len);
+            at += 7 + program_len;
+            for (size_t k = 0; k < map_len; k++) layout[at++] = (uint8_t)(rng_next() % slots);
+        }
+        size_t layout_len = at;
+        mutate(layout, &layout_len, sizeof layout);
+        s = ee_enclave_aggregate_stage(out, cap, &out_len, stage_offsets,
+                                       rng_next() % 8 == 0 ? groups : outputs * groups + 1, query,
+                                       layout, layout_len, offsets, count + 1, data, data_len,
+                                       valid, sizeof validity, 0, count, ids, count / slots,
+                                       groups);
+        if (!legal(s) || (s == EE_OK && out_len > cap)) test_failures++;
+    }
     s = ee_enclave_transform(out, cap, &out_len, out_offsets, count + 1, query, cek_id,
                              type_code, op, constant, constant_len, offsets, count + 1, data,
                              data_len, valid, sizeof validity, 0, count);

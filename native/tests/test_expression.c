@@ -374,6 +374,317 @@ static void test_bad_programs(test_client *c) {
     CHECK(ee_enclave_end_query(q) == EE_OK);
 }
 
+/* ---- ee_enclave_aggregate_stage (5d) ------------------------------------------------------------ */
+
+typedef struct layout {
+    uint8_t bytes[1024];
+    size_t len;
+} layout;
+
+static void layout_begin(layout *l, uint8_t slot_count, uint8_t output_count) {
+    l->bytes[0] = 1;
+    l->bytes[1] = slot_count;
+    l->bytes[2] = output_count;
+    l->len = 3;
+}
+
+static void layout_output(layout *l, int32_t op, int32_t type_code, uint16_t cek_id,
+                          uint8_t decimal_scale, const program *p, const uint8_t *slots,
+                          size_t slot_count) {
+    uint8_t *o = l->bytes + l->len;
+    size_t constant_len = p == NULL ? 0 : p->len;
+    o[0] = (uint8_t)op;
+    o[1] = (uint8_t)type_code;
+    o[2] = (uint8_t)cek_id;
+    o[3] = (uint8_t)(cek_id >> 8);
+    o[4] = decimal_scale;
+    o[5] = (uint8_t)constant_len;
+    o[6] = (uint8_t)(constant_len >> 8);
+    if (p != NULL) memcpy(o + 7, p->bytes, p->len);
+    memcpy(o + 7 + constant_len, slots, slot_count);
+    l->len += 7 + constant_len + slot_count;
+}
+
+static ee_status run_stage(uint64_t q, const layout *l, const int32_t *offsets, size_t count,
+                           const uint8_t *data, size_t data_len, const uint8_t *validity,
+                           size_t validity_len, const int64_t *groups, size_t rows,
+                           size_t group_count, uint8_t *out, size_t out_cap, int64_t *out_offsets,
+                           size_t out_offsets_cap, size_t *out_len) {
+    return ee_enclave_aggregate_stage(out, out_cap, out_len, out_offsets, out_offsets_cap, q,
+                                      l->bytes, l->len, offsets, count + 1, data, data_len,
+                                      validity, validity_len, 0, count, groups, rows,
+                                      group_count);
+}
+
+#define STAGE_ENTRIES(e)                                                                        \
+    (e)->offsets, (e)->count, (e)->data, (e)->len, (e)->validity, sizeof (e)->validity
+
+/* Decrypts up to 16 result cells under CEK1; an empty entry is a null. */
+static void decrypt_many(const uint8_t *data, size_t data_len, const int64_t *offsets,
+                         size_t count, uint8_t *plain, int64_t *plain_offsets) {
+    int32_t offsets32[17];
+    uint8_t validity[2] = {0, 0};
+    for (size_t i = 0; i <= count; i++) offsets32[i] = (int32_t)offsets[i];
+    for (size_t i = 0; i < count; i++) {
+        if (offsets[i + 1] > offsets[i]) validity[i / 8] |= (uint8_t)(1u << (i % 8));
+    }
+    uint64_t key = 0;
+    size_t out_len = 0, failed = 0;
+    CHECK(ee_key_load(&key, CEK1, 32) == EE_OK);
+    CHECK(ee_cell_decrypt_batch(plain, 2048, &out_len, plain_offsets, count + 1, &failed, key,
+                                offsets32, count + 1, data, data_len, validity, 2, 0,
+                                count) == EE_OK);
+    CHECK(failed == 0);
+    CHECK(ee_key_free(key) == EE_OK);
+}
+
+/* The program x * (1 - d), both DECIMAL(15,2) under CEK1. */
+static void price_times_one_minus_discount(program *p) {
+    program_begin(p, 2);
+    program_slot(p, 1, 1, EE_TYPE_DECIMAL, 2);
+    program_slot(p, 1, 1, EE_TYPE_DECIMAL, 2);
+    uint8_t code[32] = {1, 0};
+    size_t n = 2 + literal(code + 2, 0, 1);
+    code[n++] = 1;
+    code[n++] = 1;
+    code[n++] = 5; /* 1 - d */
+    code[n++] = 6; /* x * (1 - d) */
+    program_code(p, code, n);
+}
+
+/* SUM(x), AVG(d) and SUM(x * (1 - d)) over two shared slots in one call. */
+static void test_stage_shares_slots(test_client *c) {
+    program p;
+    price_times_one_minus_discount(&p);
+    test_grant grants[] = {{1, EE_OP_SUM, EE_TYPE_DECIMAL, NULL, 0},
+                           {1, EE_OP_AVG, EE_TYPE_DECIMAL, NULL, 0},
+                           {1, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, p.bytes, p.len},
+                           {1, EE_OP_SUM, EE_TYPE_INT64, NULL, 0}};
+    uint64_t q = begin(c, grants, 4);
+
+    /* Slot 0 (x): 100.00, 20.50, 7.00, -3.00. Slot 1 (d): 0.05, 0.10, NULL, 0.50.
+     * Groups 0, 0, 1, 2. By hand:
+     *   SUM(x):         g0 120.50 (12050 = 0x2F12), g1 7.00 (700 = 0x2BC), g2 -3.00 (300 = 0x12C)
+     *   AVG(d) (scale 2): g0 (5 + 10) / 2 / 100 = 0.075, g1 null, g2 0.5
+     *   SUM(x * (1 - d)): g0 95.0000 + 18.4500 = 113.4500 (1134500 = 0x114FA4), g1 null,
+     *                     g2 -1.5000 (15000 = 0x3A98, negative) */
+    entries e = {0};
+    entry_decimal(&e, CEK1, 10000);
+    entry_decimal(&e, CEK1, 2050);
+    entry_decimal(&e, CEK1, 700);
+    entry_decimal(&e, CEK1, -300);
+    entry_decimal(&e, CEK1, 5);
+    entry_decimal(&e, CEK1, 10);
+    entry_add(&e, NULL, NULL, 0);
+    entry_decimal(&e, CEK1, 50);
+    int64_t groups[4] = {0, 0, 1, 2};
+    uint8_t zero[1] = {0}, one[1] = {1}, both[2] = {0, 1};
+    layout l;
+    layout_begin(&l, 2, 3);
+    layout_output(&l, EE_OP_SUM, EE_TYPE_DECIMAL, 1, 2, NULL, zero, 1);
+    layout_output(&l, EE_OP_AVG, EE_TYPE_DECIMAL, 1, 2, NULL, one, 1);
+    layout_output(&l, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, 1, 0, &p, both, 2);
+    uint8_t out[2048], plain[2048];
+    int64_t offsets[16], plain_offsets[16];
+    size_t out_len = 0;
+    CHECK(run_stage(q, &l, STAGE_ENTRIES(&e), groups, 4, 3, out, sizeof out, offsets, 10,
+                    &out_len) == EE_OK);
+    CHECK(offsets[9] == (int64_t)out_len);
+    decrypt_many(out, out_len, offsets, 9, plain, plain_offsets);
+    uint8_t sum0[17] = {1, 0x12, 0x2f}, sum1[17] = {1, 0xbc, 0x02}, sum2[17] = {0, 0x2c, 0x01};
+    CHECK(plain_offsets[1] == 17 && memcmp(plain, sum0, 17) == 0);
+    CHECK(memcmp(plain + plain_offsets[1], sum1, 17) == 0);
+    CHECK(memcmp(plain + plain_offsets[2], sum2, 17) == 0);
+    double avg0 = 0, avg2 = 0;
+    memcpy(&avg0, plain + plain_offsets[3], 8);
+    CHECK(plain_offsets[4] - plain_offsets[3] == 8 && avg0 == 0.075);
+    CHECK(offsets[5] == offsets[4]); /* AVG(d) of group 1: null */
+    memcpy(&avg2, plain + plain_offsets[5], 8);
+    CHECK(avg2 == 0.5);
+    uint8_t expr0[17] = {1, 0xa4, 0x4f, 0x11}, expr2[17] = {0, 0x98, 0x3a};
+    CHECK(memcmp(plain + plain_offsets[6], expr0, 17) == 0);
+    CHECK(offsets[8] == offsets[7]); /* x * (1 - d) of group 1: d is null */
+    CHECK(plain_offsets[9] - plain_offsets[8] == 17 &&
+          memcmp(plain + plain_offsets[8], expr2, 17) == 0);
+
+    /* Each output is authorized on its own: AVG of x under CEK2, MAX, and a changed program. */
+    layout bad;
+    layout_begin(&bad, 2, 2);
+    layout_output(&bad, EE_OP_SUM, EE_TYPE_DECIMAL, 1, 2, NULL, zero, 1);
+    layout_output(&bad, EE_OP_AVG, EE_TYPE_DECIMAL, 2, 2, NULL, one, 1);
+    CHECK(run_stage(q, &bad, STAGE_ENTRIES(&e), groups, 4, 3, out, sizeof out, offsets, 10,
+                    &out_len) == EE_ERR_NOT_AUTHORIZED);
+    layout_begin(&bad, 1, 1);
+    layout_output(&bad, EE_OP_MAX, EE_TYPE_DECIMAL, 1, 2, NULL, zero, 1);
+    CHECK(run_stage(q, &bad, e.offsets, 4, e.data, e.len, e.validity, 1, groups, 4, 3, out,
+                    sizeof out, offsets, 10, &out_len) == EE_ERR_ARGUMENT);
+    program changed = p;
+    changed.bytes[changed.len - 1] = 4; /* x + (1 - d) */
+    layout_begin(&bad, 2, 1);
+    layout_output(&bad, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, 1, 0, &changed, both, 2);
+    CHECK(run_stage(q, &bad, STAGE_ENTRIES(&e), groups, 4, 3, out, sizeof out, offsets, 10,
+                    &out_len) == EE_ERR_NOT_AUTHORIZED);
+    /* Readers that disagree on a slot (DECIMAL for the program, INT64 for the SUM). */
+    layout_begin(&bad, 2, 2);
+    layout_output(&bad, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, 1, 0, &p, both, 2);
+    layout_output(&bad, EE_OP_SUM, EE_TYPE_INT64, 1, 0, NULL, one, 1);
+    CHECK(run_stage(q, &bad, STAGE_ENTRIES(&e), groups, 4, 3, out, sizeof out, offsets, 10,
+                    &out_len) == EE_ERR_ARGUMENT);
+    /* A slot nobody reads, a slot index out of range, trailing bytes, a wrong version. */
+    layout_begin(&bad, 2, 1);
+    layout_output(&bad, EE_OP_SUM, EE_TYPE_DECIMAL, 1, 2, NULL, zero, 1);
+    CHECK(run_stage(q, &bad, STAGE_ENTRIES(&e), groups, 4, 3, out, sizeof out, offsets, 10,
+                    &out_len) == EE_ERR_ARGUMENT);
+    uint8_t two[1] = {2};
+    layout_begin(&bad, 2, 1);
+    layout_output(&bad, EE_OP_SUM, EE_TYPE_DECIMAL, 1, 2, NULL, two, 1);
+    CHECK(run_stage(q, &bad, STAGE_ENTRIES(&e), groups, 4, 3, out, sizeof out, offsets, 10,
+                    &out_len) == EE_ERR_ARGUMENT);
+    layout trailing = l;
+    trailing.bytes[trailing.len++] = 0;
+    CHECK(run_stage(q, &trailing, STAGE_ENTRIES(&e), groups, 4, 3, out, sizeof out, offsets, 10,
+                    &out_len) == EE_ERR_ARGUMENT);
+    layout truncated = l;
+    truncated.len -= 1;
+    CHECK(run_stage(q, &truncated, STAGE_ENTRIES(&e), groups, 4, 3, out, sizeof out, offsets,
+                    10, &out_len) == EE_ERR_ARGUMENT);
+    layout version = l;
+    version.bytes[0] = 2;
+    CHECK(run_stage(q, &version, STAGE_ENTRIES(&e), groups, 4, 3, out, sizeof out, offsets, 10,
+                    &out_len) == EE_ERR_ARGUMENT);
+    /* Room: one offset short, and output data one byte short of the nine cells. */
+    CHECK(run_stage(q, &l, STAGE_ENTRIES(&e), groups, 4, 3, out, sizeof out, offsets, 9,
+                    &out_len) == EE_ERR_CAPACITY);
+    CHECK(run_stage(q, &l, STAGE_ENTRIES(&e), groups, 4, 3, out, out_len - 1, offsets, 10,
+                    &out_len) == EE_ERR_CAPACITY);
+    /* Rows that are no multiple of the slots, and a tampered cell. */
+    CHECK(run_stage(q, &l, e.offsets, 7, e.data, e.offsets[7], e.validity, 1, groups, 4, 3, out,
+                    sizeof out, offsets, 10, &out_len) == EE_ERR_ARGUMENT);
+    entries tampered = e;
+    tampered.data[tampered.offsets[5] - 1] ^= 1;
+    CHECK(run_stage(q, &l, STAGE_ENTRIES(&tampered), groups, 4, 3, out, sizeof out, offsets, 10,
+                    &out_len) == EE_ERR_AUTH);
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+}
+
+/* Enough rows for several threads: x_i = i - 70000 (INT64 under CEK1) in group i % 3, every
+ * seventh row skipped (-1). The expected sums come from a plain loop here. */
+static void test_stage_threads(test_client *c) {
+    enum { ROWS = 140003 };
+    test_grant grants[] = {{1, EE_OP_SUM, EE_TYPE_INT64, NULL, 0},
+                           {1, EE_OP_AVG, EE_TYPE_INT64, NULL, 0}};
+    uint64_t q = begin(c, grants, 2);
+    int32_t *offsets = calloc(ROWS + 1, sizeof *offsets);
+    uint8_t *data = malloc((size_t)ROWS * 96);
+    uint8_t *validity = calloc(ROWS / 8 + 1, 1);
+    int64_t *groups = malloc(ROWS * sizeof *groups);
+    CHECK(offsets != NULL && data != NULL && validity != NULL && groups != NULL);
+    int64_t want[3] = {0, 0, 0}, rows_in[3] = {0, 0, 0};
+    size_t len = 0;
+    for (size_t i = 0; i < ROWS; i++) {
+        int64_t v = (int64_t)i - 70000;
+        uint8_t b[8];
+        for (int k = 0; k < 8; k++) b[k] = (uint8_t)((uint64_t)v >> (8 * k));
+        len = test_append_row(offsets, data, len, validity, i, CEK1, b, 8);
+        groups[i] = i % 7 == 0 ? -1 : (int64_t)(i % 3);
+        if (groups[i] >= 0) {
+            want[groups[i]] += v;
+            rows_in[groups[i]]++;
+        }
+    }
+    uint8_t zero[1] = {0};
+    layout l;
+    layout_begin(&l, 1, 2);
+    layout_output(&l, EE_OP_SUM, EE_TYPE_INT64, 1, 0, NULL, zero, 1);
+    layout_output(&l, EE_OP_AVG, EE_TYPE_INT64, 1, 0, NULL, zero, 1);
+    uint8_t out[2048], plain[2048];
+    int64_t out_offsets[16], plain_offsets[16];
+    size_t out_len = 0;
+    CHECK(ee_enclave_aggregate_stage(out, sizeof out, &out_len, out_offsets, 7, q, l.bytes, l.len,
+                                     offsets, ROWS + 1, data, len, validity, ROWS / 8 + 1, 0,
+                                     ROWS, groups, ROWS, 3) == EE_OK);
+    decrypt_many(out, out_len, out_offsets, 6, plain, plain_offsets);
+    for (int g = 0; g < 3; g++) {
+        const uint8_t *sum = plain + plain_offsets[g];
+        uint64_t magnitude = 0;
+        for (int k = 8; k >= 1; k--) magnitude = (magnitude << 8) | sum[k];
+        int64_t got = sum[0] == 1 ? (int64_t)magnitude : -(int64_t)magnitude;
+        CHECK(plain_offsets[g + 1] - plain_offsets[g] == 17 && got == want[g]);
+        double average = 0;
+        memcpy(&average, plain + plain_offsets[3 + g], 8);
+        CHECK(average == (double)((long double)want[g] / (long double)rows_in[g]));
+    }
+    /* A tampered cell in the second thread's rows still fails the whole call. */
+    data[offsets[ROWS - 2]] ^= 1;
+    CHECK(ee_enclave_aggregate_stage(out, sizeof out, &out_len, out_offsets, 7, q, l.bytes, l.len,
+                                     offsets, ROWS + 1, data, len, validity, ROWS / 8 + 1, 0,
+                                     ROWS, groups, ROWS, 3) == EE_ERR_AUTH);
+    free(offsets);
+    free(data);
+    free(validity);
+    free(groups);
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+}
+
+/* An overflow in any output fails the whole call, before any cell is written. */
+static void test_stage_overflow(test_client *c) {
+    program cube;
+    program_begin(&cube, 1);
+    program_slot(&cube, 1, 1, EE_TYPE_INT64, 0);
+    uint8_t code[] = {1, 0, 1, 0, 6, 1, 0, 6}; /* x * x * x */
+    program_code(&cube, code, sizeof code);
+    test_grant grants[] = {{1, EE_OP_SUM, EE_TYPE_INT64, NULL, 0},
+                           {1, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, cube.bytes, cube.len}};
+    uint64_t q = begin(c, grants, 2);
+    /* 4 * 10^18 cubed is 6.4 * 10^55, far past 10^38; 2 cubed is 8. */
+    entries big = {0}, small = {0};
+    entry_int(&big, CEK1, 4000000000000000000);
+    entry_int(&small, CEK1, 2);
+    int64_t groups[1] = {0};
+    uint8_t zero[1] = {0};
+    layout l;
+    layout_begin(&l, 1, 2);
+    layout_output(&l, EE_OP_SUM, EE_TYPE_INT64, 1, 0, NULL, zero, 1);
+    layout_output(&l, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, 1, 0, &cube, zero, 1);
+    uint8_t out[1024], plain[2048];
+    int64_t offsets[4], plain_offsets[4];
+    size_t out_len = 12345;
+    CHECK(run_stage(q, &l, STAGE_ENTRIES(&big), groups, 1, 1, out, sizeof out, offsets, 3,
+                    &out_len) == EE_ERR_OVERFLOW);
+    CHECK(out_len == 12345);
+    CHECK(run_stage(q, &l, STAGE_ENTRIES(&small), groups, 1, 1, out, sizeof out, offsets, 3,
+                    &out_len) == EE_OK);
+    decrypt_many(out, out_len, offsets, 2, plain, plain_offsets);
+    uint8_t two[17] = {1, 2}, eight[17] = {1, 8};
+    CHECK(plain_offsets[1] == 17 && memcmp(plain, two, 17) == 0);
+    CHECK(plain_offsets[2] == 34 && memcmp(plain + 17, eight, 17) == 0);
+
+    /* A DECIMAL value of 10^38 (no DECIMAL(38) holds it) overflows a plain SUM; 10^38 - 1 is
+     * summed as it is. The 16-byte magnitudes are 10^38 and 10^38 - 1, little-endian. */
+    static const uint8_t ten_38[17] = {1,   0,   0,   0,   0,  64, 34,  138, 9,
+                                       122, 196, 134, 90, 168, 76, 59, 75};
+    uint8_t below[17];
+    memcpy(below, ten_38, 17);
+    below[1] = below[2] = below[3] = below[4] = 255;
+    below[5] = 63;
+    test_grant decimal_grant[] = {{1, EE_OP_SUM, EE_TYPE_DECIMAL, NULL, 0}};
+    uint64_t q2 = begin(c, decimal_grant, 1);
+    layout d;
+    layout_begin(&d, 1, 1);
+    layout_output(&d, EE_OP_SUM, EE_TYPE_DECIMAL, 1, 0, NULL, zero, 1);
+    entries too_big = {0}, largest = {0};
+    entry_add(&too_big, CEK1, ten_38, 17);
+    entry_add(&largest, CEK1, below, 17);
+    CHECK(run_stage(q2, &d, STAGE_ENTRIES(&too_big), groups, 1, 1, out, sizeof out, offsets, 3,
+                    &out_len) == EE_ERR_OVERFLOW);
+    CHECK(run_stage(q2, &d, STAGE_ENTRIES(&largest), groups, 1, 1, out, sizeof out, offsets, 3,
+                    &out_len) == EE_OK);
+    decrypt_many(out, out_len, offsets, 1, plain, plain_offsets);
+    CHECK(plain_offsets[1] == 17 && memcmp(plain, below, 17) == 0);
+    CHECK(ee_enclave_end_query(q2) == EE_OK);
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+}
+
 int main(void) {
     snprintf(platform_dir, sizeof platform_dir, "/tmp/ee_platform_XXXXXX");
     if (mkdtemp(platform_dir) == NULL) return 1;
@@ -384,6 +695,9 @@ int main(void) {
     test_decimal_sum_and_avg(&c);
     test_keys_floats_and_overflow(&c);
     test_bad_programs(&c);
+    test_stage_shares_slots(&c);
+    test_stage_threads(&c);
+    test_stage_overflow(&c);
     CHECK(ee_enclave_close_session(c.session_id) == EE_OK);
     CHECK(ee_test_secret_outstanding() == 0);
     test_remove_platform_dir(platform_dir);

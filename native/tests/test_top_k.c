@@ -14,6 +14,8 @@
 
 /* The largest k of the chunked path (enclave_top_k.c, EE_TESTING): the tests run both paths. */
 extern size_t ee_test_top_k_small;
+/* The row count from which the chunked path splits the column over two threads. */
+extern size_t ee_test_top_k_parallel_min;
 
 static char platform_dir[64];
 static const char *STATEMENT = "SELECT id FROM t ORDER BY x LIMIT ?";
@@ -306,16 +308,20 @@ int main(void) {
     rng_fill(CEK, 32);
     test_client c;
     CHECK(test_open(&c, platform_dir) == EE_OK);
-    size_t limits[2] = {4096, 0}; /* the chunked path for every k here, then never */
-    for (int path = 0; path < 2; path++) {
+    /* The chunked path for every k here, then the same split over two threads from 8 rows
+     * on, then the whole-column path. */
+    size_t limits[3] = {4096, 4096, 0};
+    size_t parallel_from[3] = {(size_t)-1, 8, (size_t)-1};
+    const char *names[3] = {"chunked", "chunked on two threads", "whole-column"};
+    for (int path = 0; path < 3; path++) {
         ee_test_top_k_small = limits[path];
+        ee_test_top_k_parallel_min = parallel_from[path];
         int before = test_failures;
         test_hand_cases(&c);
         test_random_against_reference(&c);
         test_type_orders(&c);
         test_refusals(&c);
-        printf("top-k %s path: %s\n", path == 0 ? "chunked" : "whole-column",
-               test_failures == before ? "ok" : "FAILED");
+        printf("top-k %s path: %s\n", names[path], test_failures == before ? "ok" : "FAILED");
     }
     CHECK(ee_enclave_close_session(c.session_id) == EE_OK);
     CHECK(ee_test_secret_outstanding() == 0);

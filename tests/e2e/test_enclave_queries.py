@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 
 import engine
+from enclave import duckdb_extension
 from engine.client.client import Client
 from engine.client.enclave_session import InsecureEnclaveWarning
 from engine.client.normalization import normalize
@@ -126,7 +127,25 @@ class _Attacker:
         return self.real_filter(query_id, predicates, columns)
 
 
-def test_the_host_cannot_reuse_an_authorization_for_another_constant(con: Connection) -> None:
+@pytest.fixture()
+def python_path_con(
+    tmp_path: Path, key_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Connection]:
+    """A connection whose enclave predicates run as Python UDFs through the gateway, where a
+    wrapper can play the malicious host (the native extension calls the enclave directly)."""
+    monkeypatch.setenv("ENCLAVESQL_NATIVE_UDFS", "0")
+    connection = engine.connect(
+        str(tmp_path / "python.duckdb"), key_dir=str(key_dir), attestation_protocol="none"
+    )
+    _setup(connection)
+    yield connection
+    connection.close()
+
+
+def test_the_host_cannot_reuse_an_authorization_for_another_constant(
+    python_path_con: Connection,
+) -> None:
+    con = python_path_con
     gateway = con._host.enclave_gateway()  # type: ignore[attr-defined]
     attacker = _Attacker(gateway)
     gateway.compare = attacker.compare  # the UDFs look the methods up on every call
@@ -137,6 +156,28 @@ def test_the_host_cannot_reuse_an_authorization_for_another_constant(con: Connec
     query_id = attacker.query_ids[0]
     with pytest.raises(OperationalError, match="no such query"):
         attacker.real(query_id, 1, 1, 5, b"", pa.array([], pa.binary()))
+
+
+def test_the_native_path_cannot_swap_the_constant_behind_a_ref(
+    con: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The native extension reads each predicate's constant from a table the host fills: a
+    # malicious host that puts another ciphertext (here: another row's cell) behind the ref
+    # is refused by the enclave's per-query authorization, exactly as on the Python path.
+    if not con._host.native_filters:  # type: ignore[attr-defined]
+        pytest.skip("the native extension is not loaded here")
+    other_cell = con._host._con.execute("SELECT amount FROM t WHERE id = 1").fetchall()[0][0]  # type: ignore[attr-defined]
+    real_put = duckdb_extension.put_constant
+    swapped: list[int] = []
+
+    def swap(ref: int, blob: bytes) -> None:
+        swapped.append(ref)
+        real_put(ref, bytes(other_cell))
+
+    monkeypatch.setattr(duckdb_extension, "put_constant", swap)
+    with pytest.raises(OperationalError, match="authoriz"):
+        _quiet(con, "SELECT id FROM t WHERE amount > ? ORDER BY id", [-77_777])
+    assert swapped
 
 
 def test_explain_says_where_each_operation_runs(con: Connection) -> None:

@@ -21,6 +21,7 @@ import pytest
 import engine
 from engine.client.codec import encrypt_column
 from engine.client.keystores import build_registry
+from engine.sql.tag_columns import cell_tag
 
 ROWS = 1_000_000
 BATCH_ROWS = 50_000
@@ -86,7 +87,13 @@ def _check_consistent(database: Path, key_dir: Path) -> str:
         names = con.execute(
             "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 't'"
         ).fetchall()
-        assert names == [("id", "INTEGER"), ("v", "BLOB")]  # no shadow column left behind
+        tag = column.tag_column  # a deterministic column's hidden tag (docs/sql.md)
+        hidden = [(tag, "BIGINT")] if tag is not None else []
+        assert names == [("id", "INTEGER"), ("v", "BLOB"), *hidden]  # no shadow column left
+        if tag is not None:
+            # The tags were recomputed in the rotation's own transaction: all or none.
+            pairs = con._host._con.execute(f'SELECT v, "{tag}" FROM t').fetchall()
+            assert all(stored == cell_tag(cell) for cell, stored in pairs)
         # Decrypting every row under the catalog's key: any cell under another key raises.
         table = con.execute("SELECT id, v FROM t ORDER BY id").fetch_arrow_table()
         assert table.num_rows == ROWS

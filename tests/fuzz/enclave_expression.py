@@ -1,6 +1,6 @@
-"""Fuzz target: ee_enclave_aggregate_expression (enclave.h 5b) through enclave.binding, with
-fuzzed expression programs (mostly well formed, sometimes raw or mutated bytes), slots of cells,
-tampered cells and plaintexts, group ids and grants.
+"""Fuzz target: ee_enclave_aggregate_expression (enclave.h 5b) and ee_enclave_aggregate_stage
+(5d) through enclave.binding, with fuzzed expression programs (mostly well formed, sometimes raw
+or mutated bytes), slots of cells, tampered cells and plaintexts, group ids and grants.
 
 One session per process (the harness client of tests/support/enclave_harness.py). Only
 `engine.Error` may escape. It must end every query context it begins.
@@ -9,6 +9,7 @@ One session per process (the harness client of tests/support/enclave_harness.py)
 from __future__ import annotations
 
 import atexit
+import contextlib
 import decimal
 import shutil
 import tempfile
@@ -124,6 +125,18 @@ def _slot_values(
     return pa.array(values, pa.binary())
 
 
+def _stage_layout(
+    cek_id: int, type_code: int, operator: int, program: bytes, slot_count: int
+) -> bytes:
+    """A stage layout of two outputs: the program over stage slots 0..n-1 in order, and SUM of
+    INT64 cells under CEK_ID in slot 0."""
+    expression = bytes([operator, type_code]) + cek_id.to_bytes(2, "little") + b"\x00"
+    expression += len(program).to_bytes(2, "little") + program + bytes(range(slot_count))
+    plain = bytes([binding.OP_SUM, binding.TYPE_INT64]) + CEK_ID.to_bytes(2, "little")
+    plain += b"\x00\x00\x00\x00"
+    return bytes([1, slot_count, 2]) + expression + plain
+
+
 def test_one_input(data: bytes) -> None:
     """Run one expression aggregate; only engine.Error may escape.
 
@@ -148,6 +161,12 @@ def test_one_input(data: bytes) -> None:
         query_id = binding.begin_query(SESSION.session_id, package, statement_hash(STATEMENT))
         try:
             cek_id = CEK_ID if provider.ConsumeIntInRange(0, 5) else OTHER_CEK_ID
+            with contextlib.suppress(engine.Error):
+                # The same program through the stage call (enclave.h 5d), beside a plain SUM
+                # over its first slot (granted above; refused when the readers disagree).
+                layout = _stage_layout(cek_id, type_code, operator, program, len(slots))
+                outputs = binding.enclave_aggregate_stage(query_id, layout, columns, ids, groups, 2)
+                assert [len(output) for output in outputs] == [groups, groups]
             result = binding.enclave_aggregate_expression(
                 query_id, cek_id, type_code, operator, program, columns, ids, groups
             )

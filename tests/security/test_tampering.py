@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import engine
 from engine import errors
 from engine.client.keystores import build_registry
+from engine.sql.tag_columns import cell_tag
 
 ROWS = 12
 ENC = (
@@ -101,9 +102,17 @@ def _raw_cell(path: Path, column: str, row: int) -> bytes:
 
 
 def _write_cell(path: Path, column: str, row: int, cell: bytes) -> None:
-    """What a hostile host does: overwrite one stored cell with plain DuckDB, then close."""
+    """What a hostile host does: overwrite one stored cell with plain DuckDB, then close. A
+    deterministic column's hidden tag (docs/sql.md, "Tag columns") is a function of the cell
+    the host can compute itself, so it is rewritten to match, as a careful attacker would."""
     with duckdb.connect(str(path)) as raw:
         raw.execute(f"UPDATE t SET {column} = ? WHERE id = ?", [cell, row])
+        tags = raw.execute(
+            "SELECT tag_column FROM sys.tag_columns WHERE table_name = 't' AND column_name = ?",
+            [column],
+        ).fetchall()
+        for (tag,) in tags:
+            raw.execute(f'UPDATE t SET "{tag}" = ? WHERE id = ?', [cell_tag(cell), row])
 
 
 def _select(connection: engine.Connection, columns: str, row: int) -> tuple[object, ...]:

@@ -5,6 +5,7 @@ columns share slots, and every construct the enclave cannot evaluate is refused 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import duckdb
 import pytest
@@ -27,6 +28,7 @@ from engine.sql.describe import describe
 from engine.sql.dialect import parse_statements
 from engine.sql.plan import EncryptionTarget
 from engine.sql.resolve_columns import DECLARED, TARGET
+from engine.sql.rewrite_enclave_aggregates import parse_shared_slot_name
 
 TYPES = {
     "ei": "INTEGER",
@@ -159,10 +161,26 @@ PAIR_INPUT = (
     "SELECT g, SUM(price * (1 - disc) * (1 + tax)) AS charge, AVG(price * disc) AS a "
     "FROM li GROUP BY g"
 )
+# Both aggregates read price and disc: one shared list, each distinct operand one field named
+# after its readers (result column, operand); the second item is a placeholder.
 PAIR_EXPECTED = (
+    "SELECT li.g AS g, LIST(STRUCT_PACK(__ee_s_1_0_2_0 := li.price, __ee_s_1_1_2_1 := li.disc, "
+    "__ee_s_1_2 := CAST(li.tax AS DECIMAL(38, 2)))) AS charge, "
+    "CAST(NULL AS BLOB) AS a FROM li AS li GROUP BY li.g"
+)
+# Plain SUM and AVG of a column share its field with an expression that reads it too.
+MIXED_INPUT = (
+    "SELECT g, SUM(price) AS s, AVG(price) AS a, SUM(price * disc) AS e FROM li GROUP BY g"
+)
+MIXED_EXPECTED = (
+    "SELECT li.g AS g, LIST(STRUCT_PACK(__ee_s_1_0_2_0_3_0 := li.price, __ee_s_3_1 := li.disc)) "
+    "AS s, CAST(NULL AS BLOB) AS a, CAST(NULL AS BLOB) AS e FROM li AS li GROUP BY li.g"
+)
+# The same with one aggregate: its own list of per-row structs.
+SINGLE_INPUT = "SELECT g, SUM(price * (1 - disc) * (1 + tax)) AS charge FROM li GROUP BY g"
+SINGLE_EXPECTED = (
     "SELECT li.g AS g, LIST(STRUCT_PACK(s0 := li.price, s1 := li.disc, "
-    "s2 := CAST(li.tax AS DECIMAL(38, 2)))) AS charge, "
-    "LIST(STRUCT_PACK(s0 := li.price, s1 := li.disc)) AS a FROM li AS li GROUP BY li.g"
+    "s2 := CAST(li.tax AS DECIMAL(38, 2)))) AS charge FROM li AS li GROUP BY li.g"
 )
 ROWS = [
     (1, "100.00", "0.05", "0.08"),
@@ -194,11 +212,47 @@ def _run(code: tuple[tuple[object, ...], ...], row: dict[str, object]) -> object
     return stack[0]
 
 
-def test_rewrite_pair_and_its_stage_on_plaintext_duckdb() -> None:
-    plan = describe(parse_statements(PAIR_INPUT)[0], _snapshot(), enclave_available=True)
-    assert plan.sql == PAIR_EXPECTED
+def _operands(row: list[Any], column: int, holder: int | None) -> list[dict[str, object]]:
+    """Each list entry of an aggregate as {"s<k>": operand k}: from its own column, or from the
+    shared column's fields named after their readers."""
+    if holder is None:
+        return list(row[column] or [])
+    entries = []
+    for item in row[holder] or []:
+        own = {}
+        for name, value in item.items():
+            for reader_column, operand in parse_shared_slot_name(name) or []:
+                if reader_column == column:
+                    own[f"s{operand}"] = value
+        entries.append(own)
+    return entries
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected", "operations", "holder"),
+    [
+        (
+            PAIR_INPUT,
+            PAIR_EXPECTED,
+            [("SUM_EXPR", 1, "DECIMAL(38,6)"), ("AVG_EXPR", 2, "DOUBLE")],
+            1,
+        ),
+        (SINGLE_INPUT, SINGLE_EXPECTED, [("SUM_EXPR", 1, "DECIMAL(38,6)")], None),
+        (
+            MIXED_INPUT,
+            MIXED_EXPECTED,
+            [("SUM", 1, "DECIMAL(38,2)"), ("AVG", 2, "DOUBLE"), ("SUM_EXPR", 3, "DECIMAL(38,4)")],
+            1,
+        ),
+    ],
+)
+def test_rewrite_pair_and_its_stage_on_plaintext_duckdb(
+    sql: str, expected: str, operations: list[tuple[str, int, str]], holder: int | None
+) -> None:
+    plan = describe(parse_statements(sql)[0], _snapshot(), enclave_available=True)
+    assert plan.sql == expected
     ops = [(o.operator, o.result_column, o.result_type) for o in plan.enclave_operations]
-    assert ops == [("SUM_EXPR", 1, "DECIMAL(38,6)"), ("AVG_EXPR", 2, "DOUBLE")]
+    assert ops == operations
     # Differential: the LIST stage on plaintext DuckDB, each list reduced here with the program,
     # gives the input's answer.
     con = duckdb.connect()
@@ -207,18 +261,21 @@ def test_rewrite_pair_and_its_stage_on_plaintext_duckdb() -> None:
     )
     con.executemany("INSERT INTO li VALUES (?, ?, ?, ?)", ROWS)
     staged = [list(row) for row in con.execute(plan.sql).fetchall()]
+    finished = [list(row) for row in staged]
     for operation in plan.enclave_operations:
-        assert operation.expression is not None
         column = operation.result_column
         assert column is not None
-        for row in staged:
-            values = [_run(operation.expression.code, item) for item in row[column] or []]
+        # A plain SUM or AVG reads its one operand as it is.
+        code = operation.expression.code if operation.expression else (("slot", 0),)
+        for row, out in zip(staged, finished, strict=True):
+            entries = _operands(row, column, holder)
+            values = [_run(code, item) for item in entries]
             present = [v for v in values if v is not None]
             if not present:
-                row[column] = None
-            elif operation.operator == "SUM_EXPR":
-                row[column] = sum(present, Decimal(0))
+                out[column] = None
+            elif operation.operator in ("SUM", "SUM_EXPR"):
+                out[column] = sum(present, Decimal(0))
             else:
-                row[column] = float(sum(present, Decimal(0)) / len(present))
-    expected = con.execute(PAIR_INPUT).fetchall()
-    assert sorted(map(tuple, staged), key=repr) == sorted(expected, key=repr)
+                out[column] = float(sum(present, Decimal(0)) / len(present))
+    answer = con.execute(sql).fetchall()
+    assert sorted(map(tuple, finished), key=repr) == sorted(answer, key=repr)

@@ -17,6 +17,7 @@ from engine.host.host import Host
 from engine.host.rewrite_values_insert import rewrite_values_insert
 from engine.sql.catalog import ColumnEncryptionKeyValue
 from engine.sql.plan import CreateCek, CreateCmk, DropCek, DropCmk, Plan
+from engine.sql.tag_columns import cell_tag
 
 ENC = (
     "ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = cek1, ENCRYPTION_TYPE = {}, "
@@ -197,9 +198,9 @@ def test_execute_checks_parameter_count(host: Host) -> None:
 def test_errors_on_encrypted_statements_mask_values(host: Host) -> None:
     cell = b"\x01" + bytes(range(40, 100))
     insert = host.describe("INSERT INTO p (id, ssn) VALUES (?, ?)")
-    host.execute(insert, [1, cell])
+    host.execute(insert, [1, cell, cell_tag(cell)])
     with pytest.raises(errors.IntegrityError) as raised:
-        host.execute(insert, [2, cell])
+        host.execute(insert, [2, cell, cell_tag(cell)])
     assert "<value>" in str(raised.value)
     assert "89:;" not in str(raised.value) and "\\x01" not in str(raised.value)
     with pytest.raises(errors.IntegrityError) as raised:
@@ -209,12 +210,15 @@ def test_errors_on_encrypted_statements_mask_values(host: Host) -> None:
 
 def test_execute_many_vectorized_and_row_paths_are_atomic(host: Host) -> None:
     insert = host.describe("INSERT INTO p (id, ssn) VALUES (?, ?)")
-    batch = pa.table({"p0": [1, 2], "p1": [b"\x01a", b"\x01b"]})
+    # p2: the tag of p1's cell (engine.sql.tag_columns).
+    batch = pa.table({"p0": [1, 2], "p1": [b"\x01a", b"\x01b"], "p2": [0, 0]})
     assert host.execute_many(insert, batch) == 2
     with pytest.raises(errors.IntegrityError):
-        host.execute_many(insert, pa.table({"p0": [5, 1], "p1": [b"\x01c", b"\x01d"]}))
+        host.execute_many(
+            insert, pa.table({"p0": [5, 1], "p1": [b"\x01c", b"\x01d"], "p2": [0, 0]})
+        )
     with pytest.raises(errors.IntegrityError):
-        host.execute_many(insert, [[6, b"\x01e"], [2, b"\x01f"]])
+        host.execute_many(insert, [[6, b"\x01e", 0], [2, b"\x01f", 0]])
     count = host.execute(host.describe("SELECT count(*) FROM p")).table.column(0).to_pylist()
     assert count == [2]
     update = host.describe("UPDATE p SET salary = ? WHERE id = ?")

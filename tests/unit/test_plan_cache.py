@@ -285,3 +285,30 @@ def test_long_in_lists_are_templated(
     second = sql([f"S'{i}" if i in (4, 6) else f"other {i}" for i in range(200)])
     assert _answer(connection, second) == _answer(oracle, second) != []
     assert _describes(connection) == described
+
+
+@pytest.mark.skipif(not native_enclave_available(), reason="the native enclave is not built")
+@pytest.mark.filterwarnings("ignore::engine.client.enclave_session.InsecureEnclaveWarning")
+def test_integer_literals_on_a_decimal_column_are_templated(key_dir: Path) -> None:
+    # TPC-H Q6 writes `l_quantity < 24` on DECIMAL(15,2): the literal is already exact, so it
+    # stays as written (not 24.00, a value no token of the text holds) and the plan, with its
+    # two-bound range merged into BETWEEN, is reused for other values.
+    con = _connect(key_dir, attestation_protocol="none")
+    oracle = duckdb.connect()
+    try:
+        con.execute(f"CREATE TABLE m (id INTEGER, q DECIMAL(15,2) {ENC.format('RANDOMIZED')})")
+        oracle.execute("CREATE TABLE m (id INTEGER, q DECIMAL(15,2))")
+        rows = [(i, (i * 37 % 500) / 10) for i in range(60)] + [(99, None)]
+        con.cursor().executemany("INSERT INTO m VALUES (?, ?)", rows)
+        oracle.executemany("INSERT INTO m VALUES (?, ?)", rows)
+        shape = "SELECT id FROM m WHERE q >= {} AND q < {} AND q <> {} ORDER BY id"
+        first = shape.format(3, 24, 7)
+        assert _answer(con, first) == _answer(oracle, first)
+        described = _describes(con)
+        for low, high, other in [(10, 30, 12), (0, 5, 4), (44, 49, 45), (20, 20, 1)]:
+            sql = shape.format(low, high, other)
+            assert _answer(con, sql) == _answer(oracle, sql)
+        assert _describes(con) == described
+    finally:
+        con.close()
+        oracle.close()

@@ -207,7 +207,9 @@ def test_create_table_registers_encrypted_columns() -> None:
         f"pay INT {enc('cek_enclave', 'RANDOMIZED')})"
     )
     assert plan.kind == "ddl"
-    assert plan.sql == "CREATE TABLE t (id INT, ssn BLOB NOT NULL, pay BLOB)"
+    assert plan.sql == (
+        'CREATE TABLE t (id INT, ssn BLOB NOT NULL, pay BLOB, "__ae_tag_ssn" BIGINT NOT NULL)'
+    )
     registered = [c for c in plan.catalog_changes if isinstance(c, RegisterEncryptedColumn)]
     assert [
         (c.table, c.column, c.cek_name, c.encryption_type, c.algorithm) for c in registered
@@ -251,7 +253,7 @@ def test_table_ddl_refusals(sql: str, error: type[Exception], words: str) -> Non
 
 def test_primary_key_on_deterministic_column_is_kept() -> None:
     plan = plan_of(f"CREATE TABLE t (c CHAR(3) PRIMARY KEY {enc()})")
-    assert plan.sql == "CREATE TABLE t (c BLOB PRIMARY KEY)"
+    assert plan.sql == 'CREATE TABLE t (c BLOB PRIMARY KEY, "__ae_tag_c" BIGINT NOT NULL)'
 
 
 def test_drop_and_alter_table_forget_encrypted_columns() -> None:
@@ -491,5 +493,5 @@ def test_bare_constraint_nodes_beside_an_encrypted_column_do_not_crash() -> None
         "ENCRYPTION_TYPE = DETERMINISTIC, ALGORITHM = 'AEAD_AES_256_CBC_HMAC_SHA_256'))"
     )
     plan = describe(parse_statements(sql)[0], CATALOG, enclave_available=False)
-    assert plan.sql == "CREATE TABLE t (a IN, s BLOB)"
+    assert plan.sql == 'CREATE TABLE t (a IN, s BLOB, "__ae_tag_s" BIGINT NOT NULL)'
     assert [change.column for change in plan.catalog_changes] == ["s"]
