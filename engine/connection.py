@@ -358,6 +358,10 @@ class Connection:
             if host_plan.sql is not None:
                 lines.append(f"  host SQL: {host_plan.sql}")
             for number, spec in enumerate(plan.parameters, start=1):
+                role = _ENCLAVE_MARKERS.get(spec.source[0])
+                if role is not None:
+                    lines.append(f"  ? {number}: {role}")
+                    continue
                 origin = (
                     f"your parameter {spec.source[1] + 1}"
                     if spec.source[0] == "user"
@@ -528,6 +532,18 @@ def _plain_columns_as_arrow(columns: dict[str, Any], info: TableInfo) -> dict[st
 # EXPLAIN <statement> (not EXPLAIN ANALYZE, which DuckDB would run) answers where each
 # operation runs instead of DuckDB's physical plan.
 _EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?!ANALY[SZ]E\b)", re.IGNORECASE)
+
+# What EXPLAIN says of the ? markers an enclave operation adds (engine/sql/plan.py EnclaveRole).
+_ENCLAVE_MARKERS = {
+    "enclave_query": "the enclave query id (the host fills it in when the query begins)",
+    "enclave_cek": "an enclave operation's key id (set by the client)",
+    "enclave_type": "an enclave operation's type code (set by the client)",
+    "enclave_operator": "an enclave operation's operator code (set by the client)",
+    "enclave_constant": "an enclave operation's constant, encrypted by the client",
+    "enclave_constant_ref": (
+        "an enclave operation's constant, encrypted by the client (the host passes it by reference)"
+    ),
+}
 
 
 def _encrypted_tables(text: str, snapshot: CatalogSnapshot) -> list[str]:

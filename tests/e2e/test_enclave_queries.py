@@ -187,6 +187,11 @@ def test_explain_says_where_each_operation_runs(con: Connection) -> None:
     assert ("SUM", "t.amount", "enclave") in rows
     text = con.explain(sql)
     assert "enclave" in text and "CANARY" not in text
+    # The markers the enclave rewrite adds are named for what they are, not as lifted literals
+    # (the pattern travels inside the encrypted constant; `id > 0` stays in the text).
+    assert "? 1: the enclave query id" in text
+    assert "an enclave operation's constant, encrypted by the client" in text
+    assert "a literal lifted out of the text" not in text
     cursor = con.cursor().execute("EXPLAIN " + sql)
     assert [d[0] for d in cursor.description] == ["operation", "column", "where"]
     assert set(cursor.fetchall()) == set(rows)

@@ -22,6 +22,7 @@ import engine
 from engine.client.codec import encrypt_column
 from engine.client.keystores import build_registry
 from engine.sql.tag_columns import cell_tag
+from tests.support.keys import CEK1_CEK2_KEYS
 
 ROWS = 1_000_000
 BATCH_ROWS = 50_000
@@ -62,15 +63,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     build_registry(key_directory=key_dir).get("PEM_FILE").generate_key("cmk.pem", key_size=2048)
     database = directory / "template.duckdb"
     with engine.connect(str(database), key_dir=str(key_dir)) as con:
-        con.execute(
-            "CREATE COLUMN MASTER KEY cmk1 WITH (KEY_STORE_PROVIDER_NAME = 'PEM_FILE', "
-            "KEY_PATH = 'cmk.pem')"
-        )
-        for cek in ("cek1", "cek2"):
-            con.execute(
-                f"CREATE COLUMN ENCRYPTION KEY {cek} WITH VALUES (COLUMN_MASTER_KEY = cmk1, "
-                "ALGORITHM = 'RSA_OAEP')"
-            )
+        for statement in CEK1_CEK2_KEYS:
+            con.execute(statement)
         con.execute(f"CREATE TABLE t (id INTEGER, v INTEGER {ENC.format('cek1', 'DETERMINISTIC')})")
         values = _expected(ROWS)
         ids = pa.array(range(ROWS), pa.int32())

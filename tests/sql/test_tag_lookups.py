@@ -20,7 +20,7 @@ from engine import errors
 from engine.repl.introspection import read_catalog
 from engine.rotation import PlaintextColumnWarning
 from engine.sql.tag_columns import cell_tag
-from tests.support.keys import make_pem_keys
+from tests.support.keys import CEK1_CEK2_KEYS, make_pem_keys
 
 ENC = (
     "ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = {}, ENCRYPTION_TYPE = {}, "
@@ -51,15 +51,8 @@ def _open(path: Path | str, key_dir: Path) -> engine.Connection:
 
 
 def _create(con: engine.Connection) -> None:
-    con.execute(
-        "CREATE COLUMN MASTER KEY cmk1 WITH (KEY_STORE_PROVIDER_NAME = 'PEM_FILE', "
-        "KEY_PATH = 'cmk.pem')"
-    )
-    for cek in ("cek1", "cek2"):
-        con.execute(
-            f"CREATE COLUMN ENCRYPTION KEY {cek} WITH VALUES (COLUMN_MASTER_KEY = cmk1, "
-            "ALGORITHM = 'RSA_OAEP')"
-        )
+    for statement in CEK1_CEK2_KEYS:
+        con.execute(statement)
     for table in ("t", "u"):
         con.execute(
             f"CREATE TABLE {table} ({COLUMNS.format(' ' + ENC.format('cek1', 'DETERMINISTIC'))})"

@@ -8,13 +8,26 @@ from pathlib import Path
 
 from engine.client.keystores import build_registry
 
-__all__ = ["CEK1_ENCLAVE_KEYS", "CEK1_KEYS", "ENCLAVE_KEYS", "make_cmk", "make_pem_keys"]
+__all__ = [
+    "CEK1_CEK2_KEYS",
+    "CEK1_ENCLAVE_KEYS",
+    "CEK1_KEYS",
+    "ENCLAVE_KEYS",
+    "make_cmk",
+    "make_pem_keys",
+]
 
 # cmk1 over the folder's cmk.pem (no enclave computations), and cek1 under it.
 CEK1_KEYS = (
     "CREATE COLUMN MASTER KEY cmk1 WITH (KEY_STORE_PROVIDER_NAME = 'PEM_FILE', "
     "KEY_PATH = 'cmk.pem')",
     "CREATE COLUMN ENCRYPTION KEY cek1 WITH VALUES (COLUMN_MASTER_KEY = cmk1, "
+    "ALGORITHM = 'RSA_OAEP')",
+)
+# cmk1 and two CEKs under it, cek1 and cek2: for tests that move columns between keys.
+CEK1_CEK2_KEYS = (
+    *CEK1_KEYS,
+    "CREATE COLUMN ENCRYPTION KEY cek2 WITH VALUES (COLUMN_MASTER_KEY = cmk1, "
     "ALGORITHM = 'RSA_OAEP')",
 )
 # The same names, cmk1 enclave-enabled: for tests whose cek1 columns run in the enclave.
