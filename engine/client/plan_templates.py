@@ -24,6 +24,9 @@ __all__ = ["LiteralToken", "PlanTemplates", "scan_literals"]
 
 # A shape that has made this many templates and reused fewer stops making them (see _made).
 _VOLATILE_AFTER = 4
+# A shape whose plan failed to become a template this many times, and never made one, is no
+# longer probed (see _failed).
+_UNTEMPLATABLE_AFTER = 2
 
 # One token of SQL text, in the order tried: whitespace, a quoted identifier, a string
 # literal, a number, a word (identifier or keyword), and any other single character.
@@ -248,6 +251,10 @@ class PlanTemplates:
         # run makes a new template each time and never reuses one; past a few, its statements
         # are described once each, as without templates, instead of paying for the probe.
         self._made: dict[tuple[Any, ...], list[int]] = {}
+        # Per shape: failed attempts. Some plans never rebuild from a template (a LIMIT whose
+        # value sits in the stage-two SQL, say); each attempt costs a second describe (the
+        # probe), so after a few a shape is described once per run, as without templates.
+        self._failed: dict[tuple[Any, ...], int] = {}
         self.hits = 0
         self.misses = 0
 
@@ -296,8 +303,27 @@ class PlanTemplates:
         key = (shape, *context)
         with self._lock:
             made, used = self._made.get(key, (0, 0))
+            failed = self._failed.get(key, 0)
         if made >= _VOLATILE_AFTER and used < made:
             return False
+        if made == 0 and failed >= _UNTEMPLATABLE_AFTER:
+            return False
+        kept = self._remember(text, key, tokens, prepared, describe)
+        if not kept:
+            with self._lock:
+                if len(self._failed) > 4 * self._capacity:
+                    self._failed.clear()
+                self._failed[key] = failed + 1
+        return kept
+
+    def _remember(
+        self,
+        text: str,
+        key: tuple[Any, ...],
+        tokens: tuple[LiteralToken, ...],
+        prepared: Any,
+        describe: Callable[[str], Any] | None,
+    ) -> bool:
         template, lifted = _blank(prepared, tokens)
         if template is None and describe is not None:
             # Equal literals: describe once more with each literal made distinct.
@@ -346,6 +372,7 @@ class PlanTemplates:
         with self._lock:
             self._entries.clear()
             self._made.clear()
+            self._failed.clear()
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._entries.values())

@@ -312,3 +312,24 @@ def test_integer_literals_on_a_decimal_column_are_templated(key_dir: Path) -> No
     finally:
         con.close()
         oracle.close()
+
+
+@pytest.mark.skipif(not native_enclave_available(), reason="the native enclave is not built")
+@pytest.mark.filterwarnings("ignore::engine.client.enclave_session.InsecureEnclaveWarning")
+def test_a_shape_that_never_becomes_a_template_stops_being_probed(
+    key_dir: Path, oracle: duckdb.DuckDBPyConnection
+) -> None:
+    # ORDER BY <encrypted> ... LIMIT n: the value of n also sits in the stage-two SQL, so no
+    # template rebuilds the plan. Each failed attempt costs a probe (a second describe); after
+    # two, the shape is described once per run, and every answer is still right.
+    con = _connect(key_dir, attestation_protocol="none")
+    try:
+        counts = []
+        for limit in (3, 5, 7, 9, 4):
+            sql = f"SELECT id, amount FROM t ORDER BY amount DESC, id LIMIT {limit}"
+            before = _describes(con)
+            assert _answer(con, sql) == _answer(oracle, sql)
+            counts.append(_describes(con) - before)
+        assert counts == [2, 2, 1, 1, 1]
+    finally:
+        con.close()
