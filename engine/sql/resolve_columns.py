@@ -166,6 +166,21 @@ def dml_sources(expression: exp.Expr) -> dict[str, str]:
     return {table.alias_or_name.casefold(): table.name for table in tables}
 
 
+def _set_target_table(statement: exp.Expr, column: exp.Column) -> str | None:
+    """The updated table's name when ``column`` is the left side of an UPDATE's SET item."""
+    item = column.parent
+    if (
+        isinstance(statement, exp.Update)
+        and isinstance(item, exp.EQ)
+        and item.this is column
+        and item.parent is statement
+        and item.arg_key == "expressions"
+        and isinstance(statement.this, exp.Table)
+    ):
+        return str(statement.this.name)
+    return None
+
+
 def resolve_columns(expression: exp.Expr, catalog: CatalogSnapshot) -> exp.Expr:
     """Annotate each column of ``expression`` (a new tree) with its origin.
 
@@ -187,6 +202,10 @@ def resolve_columns(expression: exp.Expr, catalog: CatalogSnapshot) -> exp.Expr:
             if column.table:
                 table = sources.get(column.table.casefold())
                 return None if table is None else base_origin(catalog, table, column.name)
+            target = _set_target_table(expression, column)
+            if target is not None:
+                # SET's left side names a column of the updated table, whatever FROM adds.
+                return base_origin(catalog, target, column.name)
             found = [
                 t
                 for t in sources.values()
