@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -255,13 +256,33 @@ def ciphertext_checkpoint(con: duckdb.DuckDBPyConnection, *, enabled: bool) -> I
     if not enabled:
         yield
         return
-    before = con.execute("SELECT current_setting('force_compression')").fetchall()[0][0]
-    con.execute("SET force_compression = 'uncompressed'")
+    # Connections of this process to one file share the setting: the first one in saves it,
+    # the last one out restores it (else interleaved rewrites could leave it uncompressed).
+    rows = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    key = str(rows[0][0]) if rows and rows[0][0] else f"connection:{id(con)}"
+    with _checkpoint_lock:
+        entry = _checkpoint_users.get(key)
+        if entry is None:
+            before = con.execute("SELECT current_setting('force_compression')").fetchall()[0][0]
+            con.execute("SET force_compression = 'uncompressed'")
+            entry = _checkpoint_users[key] = [0, str(before)]
+        entry[0] += 1
     try:
         yield
     finally:
-        quoted = "'" + str(before).replace("'", "''") + "'"
-        con.execute(f"SET force_compression = {quoted}")
+        with _checkpoint_lock:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _checkpoint_users[key]
+                quoted = "'" + entry[1].replace("'", "''") + "'"
+                con.execute(f"SET force_compression = {quoted}")
+
+
+# Per database file: [rewrites inside ciphertext_checkpoint, the setting before the first].
+_checkpoint_lock = threading.Lock()
+_checkpoint_users: dict[str, list[Any]] = {}
 
 
 @contextlib.contextmanager

@@ -466,3 +466,29 @@ def test_ctrl_c_inside_the_transform_comes_out_as_itself_and_changes_nothing() -
     assert raw.execute("SELECT id, v FROM t ORDER BY id").fetchall() == before
     columns = raw.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 't'")
     assert [c for (c,) in columns.fetchall()] == ["id", "v"]
+
+
+def test_interleaved_ciphertext_checkpoints_restore_the_setting(tmp_path: Path) -> None:
+    # Two connections of one process to one file share DuckDB's force_compression. A rewrite
+    # that ends while another is still running must not restore it under the other's feet,
+    # and the last one out must put back what was there before the first.
+    from engine.host.column_rewrite import ciphertext_checkpoint
+
+    path = str(tmp_path / "shared.duckdb")
+    first, second = duckdb.connect(path), duckdb.connect(path)
+
+    def setting() -> str:
+        return str(first.execute("SELECT current_setting('force_compression')").fetchall()[0][0])
+
+    try:
+        a = ciphertext_checkpoint(first, enabled=True)
+        b = ciphertext_checkpoint(second, enabled=True)
+        a.__enter__()
+        b.__enter__()
+        a.__exit__(None, None, None)
+        assert setting() == "uncompressed"  # the second rewrite is still committing
+        b.__exit__(None, None, None)
+        assert setting() == "auto"
+    finally:
+        first.close()
+        second.close()
