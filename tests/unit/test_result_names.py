@@ -146,20 +146,19 @@ def test_generated_expressions_get_duckdbs_name(expression: str) -> None:
 def connections(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, object]]:
     key_dir = tmp_path_factory.mktemp("names-keys")
     make_cmk(key_dir)
-    if True:
-        con = engine.connect(":memory:", key_dir=str(key_dir), attestation_protocol="none")
-        for statement in CEK1_ENCLAVE_KEYS:
-            con.execute(statement)
-        con.execute(
-            f"CREATE TABLE t (id INT, name VARCHAR, n INT {ENC.format('RANDOMIZED')}, "
-            f"s VARCHAR(20) {ENC.format('RANDOMIZED')}, d VARCHAR(20) "
-            f"{ENC.format('DETERMINISTIC')})"
-        )
-        con.cursor().executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)", ROWS)
-        oracle = duckdb.connect()
-        oracle.execute(f"CREATE TABLE t ({COLUMNS})")
-        oracle.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)", ROWS)
-        yield con, oracle
+    con = engine.connect(":memory:", key_dir=str(key_dir), attestation_protocol="none")
+    for statement in CEK1_ENCLAVE_KEYS:
+        con.execute(statement)
+    con.execute(
+        f"CREATE TABLE t (id INT, name VARCHAR, n INT {ENC.format('RANDOMIZED')}, "
+        f"s VARCHAR(20) {ENC.format('RANDOMIZED')}, d VARCHAR(20) "
+        f"{ENC.format('DETERMINISTIC')})"
+    )
+    con.cursor().executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)", ROWS)
+    oracle = duckdb.connect()
+    oracle.execute(f"CREATE TABLE t ({COLUMNS})")
+    oracle.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)", ROWS)
+    yield con, oracle
     con.close()
     oracle.close()
 
