@@ -20,6 +20,16 @@ from enclave import binding
 from enclave.attestation.evidence import parse_evidence
 from engine.client.session_key import derive_session_key, new_client_ecdh_key
 
+# The six comparison operators of the enclave, each with the SQL a DuckDB oracle runs.
+COMPARISONS = [
+    (binding.OP_EQ, "="),
+    (binding.OP_NE, "<>"),
+    (binding.OP_LT, "<"),
+    (binding.OP_LE, "<="),
+    (binding.OP_GT, ">"),
+    (binding.OP_GE, ">="),
+]
+
 # (cek_id, operator, type_code, constant blob)
 Grant = tuple[int, int, int, bytes]
 

@@ -21,17 +21,9 @@ from hypothesis import strategies as st
 
 from enclave import binding
 from engine.client.codec import encrypt_column
-from tests.support.enclave_harness import Client
+from tests.support.enclave_harness import COMPARISONS, Client
 
 CEK = os.urandom(32)
-COMPARISONS = [
-    (binding.OP_EQ, "="),
-    (binding.OP_NE, "<>"),
-    (binding.OP_LT, "<"),
-    (binding.OP_LE, "<="),
-    (binding.OP_GT, ">"),
-    (binding.OP_GE, ">="),
-]
 SETTINGS = settings(
     max_examples=25,
     deadline=None,

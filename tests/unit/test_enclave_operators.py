@@ -27,18 +27,10 @@ from hypothesis import strategies as st
 from enclave import binding
 from engine.client.codec import decrypt_column, encrypt_column
 from engine.errors import OperationalError, ProgrammingError
-from tests.support.enclave_harness import Client
+from tests.support.enclave_harness import COMPARISONS, Client
 
 CEK = os.urandom(32)
 OTHER_CEK = os.urandom(32)
-COMPARISONS = [
-    (binding.OP_EQ, "="),
-    (binding.OP_NE, "<>"),
-    (binding.OP_LT, "<"),
-    (binding.OP_LE, "<="),
-    (binding.OP_GT, ">"),
-    (binding.OP_GE, ">="),
-]
 SETTINGS = settings(
     max_examples=15,
     deadline=None,
