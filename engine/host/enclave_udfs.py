@@ -91,25 +91,11 @@ def _cells(array: Any) -> pa.Array:
     return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
 
 
-# The first PEP 249 error of each query id, for every Python UDF of this process. DuckDB keeps
-# UDFs per database instance, and every connection of this process to one file shares the
-# instance, so the UDFs of whichever connection registered them first serve them all; query
-# ids are random 64-bit enclave ids, so one table serves every host.
+# The first PEP 249 error of each query id, for every Python UDF of this process. Connections of
+# this process to one file share one set of UDFs (engine/host/udf_owners.py), whose failures
+# land here whichever host runs the query; query ids are random 64-bit enclave ids, so one
+# table serves every host.
 UDF_FAILURES: dict[int, BaseException] = {}
-
-
-def _registrar(connection: duckdb.DuckDBPyConnection) -> Callable[..., None]:
-    """create_function, except that a function this DuckDB instance already has is kept (another
-    connection of this process to the same database registered it; it does the same work)."""
-
-    def register(name: str, *args: Any, **kwargs: Any) -> None:
-        try:
-            connection.create_function(name, *args, **kwargs)
-        except duckdb.CatalogException as error:
-            if "already exists" not in str(error):
-                raise
-
-    return register
 
 
 def register_enclave_udfs(
@@ -212,8 +198,7 @@ def register_enclave_udfs(
         return run
 
     blob, ubigint, integer = sqltypes.BLOB, sqltypes.UBIGINT, sqltypes.INTEGER
-    register = _registrar(connection)
-    register(
+    connection.create_function(
         COMPARE_FUNCTION,
         compare,
         [blob, ubigint, integer, integer, integer, blob],
@@ -222,7 +207,7 @@ def register_enclave_udfs(
         side_effects=False,
     )
     if not native_filters:
-        register(
+        connection.create_function(
             COMPARE_COLUMNS_FUNCTION,
             compare_columns,
             [blob, blob, ubigint, integer, integer, integer],
@@ -232,7 +217,7 @@ def register_enclave_udfs(
         )
     for k in range(1, 0 if native_filters else MAX_CONJUNCTS + 1):
         arguments: list[Any] = [blob] * k + [ubigint] + [integer, integer, integer, ubigint] * k
-        register(
+        connection.create_function(
             filter_function(k),
             make_filter(k),
             arguments,
