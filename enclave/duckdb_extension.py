@@ -72,7 +72,6 @@ def _library() -> Any | None:
             _state["failed"] = True
             return None
         _state["library"] = library
-        _state["ffi"] = ffi
         return library
 
 
