@@ -2,7 +2,8 @@
 
 It owns the byte layout, the order of checks (parse, sizes, signature, then unwrap) and rewrapping.
 It must not touch private keys: every key operation goes through a KeyStoreProvider. Any
-malformed or unauthentic envelope raises the one CellAuthenticationError, before any unwrap.
+malformed or unauthentic envelope raises the one EnvelopeAuthenticationError (a
+CellAuthenticationError with one fixed message, so it is no oracle), before any unwrap.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "VERSION",
     "Envelope",
+    "EnvelopeAuthenticationError",
     "parse_envelope",
     "build_envelope",
     "wrap_cek",
@@ -31,6 +33,21 @@ __all__ = [
 
 VERSION = 1
 _HEADER = struct.Struct("<BHH")  # version, key path length (bytes), ciphertext length
+
+
+class EnvelopeAuthenticationError(CellAuthenticationError):
+    """A CEK envelope that failed its checks against the CMK named for it.
+
+    Malformed, resized, re-signed or wrapped under another key: the message is the same for each,
+    and it names the fix most users need (the CMK that made the envelope, at its KEY_PATH).
+    """
+
+    MESSAGE = (
+        "column encryption key envelope did not verify against its column master key: the key "
+        "store holds a different key under that KEY_PATH, or the envelope was changed; make the "
+        "column master key that wrapped this key available at its KEY_PATH (for PEM_FILE, the "
+        "file under key_dir)"
+    )
 
 
 @dataclass(frozen=True)
@@ -128,16 +145,23 @@ def unwrap_cek(provider: KeyStoreProvider, key_path: str, envelope: bytes) -> by
 
     Both the single-hash and the double-hash signature forms are accepted (spec 2.1 table).
     """
-    parsed = parse_envelope(envelope)
+    try:
+        parsed = parse_envelope(envelope)
+    except CellAuthenticationError:
+        raise EnvelopeAuthenticationError() from None
     size = provider.key_size_bytes(key_path)
     if len(parsed.ciphertext) != size or len(parsed.signature) != size:
-        raise CellAuthenticationError()
+        raise EnvelopeAuthenticationError()
     verify_sha256_digest_signature(
         provider.public_key(key_path),
         hashlib.sha256(parsed.signed_message).digest(),
         parsed.signature,
+        failure=EnvelopeAuthenticationError(),
     )
-    return provider.rsa_oaep_sha1_decrypt(key_path, parsed.ciphertext)
+    try:
+        return provider.rsa_oaep_sha1_decrypt(key_path, parsed.ciphertext)
+    except CellAuthenticationError:
+        raise EnvelopeAuthenticationError() from None
 
 
 def rewrap_envelope(

@@ -266,8 +266,10 @@ def _first_that_works(attempts: Sequence[Callable[[], bytes]]) -> bytes:
             return attempt()
         except (CellAuthenticationError, OperationalError) as error:
             failures.append(error)
-    if any(isinstance(failure, CellAuthenticationError) for failure in failures):
-        raise CellAuthenticationError() from None
+    refused = [failure for failure in failures if isinstance(failure, CellAuthenticationError)]
+    if refused:
+        # The first refusal's own fixed message (an envelope's names the CMK as the fix).
+        raise type(refused[0])() from None
     if len(failures) == 1:
         raise failures[0]
     reasons = "; ".join(

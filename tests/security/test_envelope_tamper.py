@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from enclave.reference import decrypt_cell, encrypt_deterministic
 from engine.client.cek_cache import CekCache
-from engine.client.cek_envelope import build_envelope, parse_envelope
+from engine.client.cek_envelope import EnvelopeAuthenticationError, build_envelope, parse_envelope
 from engine.client.column_keys import ColumnKeyResolver, cek_key_check
 from engine.client.keystores import PemFileProvider, build_registry
 from engine.client.keystores.base import oaep_sha1
@@ -76,7 +76,7 @@ def test_a_cek_of_the_attackers_choice_signed_by_the_attacker_is_refused_before_
     forged = build_envelope("cmk_a.pem", wrapped, lambda digest: _sign_with(attacker_key, digest))
     with pytest.raises(CellAuthenticationError) as caught:
         _resolver(store).cek_for("RECORDING", "cmk_a.pem", forged)
-    assert str(caught.value) == CellAuthenticationError.MESSAGE
+    assert str(caught.value) == EnvelopeAuthenticationError.MESSAGE
     assert store.unwraps == 0
 
 
@@ -177,4 +177,4 @@ def test_refusals_carry_no_envelope_bytes(
     message = str(caught.value)
     for secret in (forged.hex(), wrapped.hex()[:16], ATTACKER_CEK.hex()):
         assert secret not in message
-    assert message == CellAuthenticationError.MESSAGE
+    assert message == EnvelopeAuthenticationError.MESSAGE

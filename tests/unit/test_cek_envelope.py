@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.client.cek_envelope import (
+    EnvelopeAuthenticationError,
     build_envelope,
     parse_envelope,
     rewrap_envelope,
@@ -133,7 +134,7 @@ def test_every_tampered_region_is_refused_before_unwrap(
     with pytest.raises(CellAuthenticationError) as caught:
         provider.unwrap_cek("a.pem", bytes(envelope))
     assert provider.unwrap_calls == 0
-    assert str(caught.value) == CellAuthenticationError.MESSAGE
+    assert str(caught.value) == EnvelopeAuthenticationError.MESSAGE
 
 
 @pytest.mark.parametrize("cut", [0, 1, 4, 5, 20, 200, 300, 400, -256, -1])
@@ -180,6 +181,34 @@ def test_validly_signed_but_undecryptable_ciphertext_is_refused(
     with pytest.raises(CellAuthenticationError):
         provider.unwrap_cek("a.pem", envelope)
     assert provider.unwrap_calls == 1
+
+
+def test_every_envelope_failure_has_the_one_message_that_names_the_fix(
+    provider: RecordingPemProvider,
+) -> None:
+    # Wrong CMK, truncation, a resized modulus and a signed-but-undecryptable key look alike to
+    # the caller (no oracle), and the message says what to check: the CMK at the KEY_PATH.
+    good = provider.wrap_cek("a.pem", CEK)
+    failures = {
+        "another CMK": ("a.pem", provider.wrap_cek("b.pem", CEK)),
+        "truncated": ("a.pem", good[:-1]),
+        "modulus size": ("a.pem", provider.wrap_cek("small.pem", CEK)),
+        "undecryptable": (
+            "a.pem",
+            build_envelope(
+                "a.pem", b"\x01" * 256, lambda d: provider.sign_sha256_digest("a.pem", d)
+            ),
+        ),
+    }
+    messages = set()
+    for key_path, envelope in failures.values():
+        with pytest.raises(EnvelopeAuthenticationError) as caught:
+            provider.unwrap_cek(key_path, envelope)
+        assert isinstance(caught.value, CellAuthenticationError)
+        messages.add(str(caught.value))
+    assert messages == {EnvelopeAuthenticationError.MESSAGE}
+    assert "KEY_PATH" in EnvelopeAuthenticationError.MESSAGE
+    assert "column master key" in EnvelopeAuthenticationError.MESSAGE
 
 
 def test_double_hash_signature_is_accepted_on_read(provider: RecordingPemProvider) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 import engine
 from engine import errors
+from engine.client.cek_envelope import EnvelopeAuthenticationError
 from tests.support.keys import make_pem_keys
 
 ENC = (
@@ -179,6 +180,20 @@ def test_untrusted_key_path_is_refused(database: Path, key_dir: Path) -> None:
     with _open(database, key_dir, trusted_key_paths={"other.pem"}) as connection:
         with pytest.raises(errors.OperationalError, match="trusted_key_paths"):
             connection.execute("SELECT ssn FROM p").fetchall()
+        assert connection.execute("SELECT name FROM p WHERE id = 1").fetchall() == [("Ada",)]
+
+
+def test_a_different_key_under_the_cmk_file_name_says_so(
+    database: Path, tmp_path: Path
+) -> None:
+    # The common mistake: key_dir holds another key named cmk.pem. The error is the envelope's
+    # (a CellAuthenticationError), says to bring the right CMK, and plaintext columns still read.
+    other = make_pem_keys(tmp_path / "other-keys", "cmk.pem")
+    with _open(database, other) as connection:
+        with pytest.raises(errors.CellAuthenticationError) as raised:
+            connection.execute("SELECT ssn FROM p").fetchall()
+        assert str(raised.value) == EnvelopeAuthenticationError.MESSAGE
+        assert "123-45-6789" not in str(raised.value)
         assert connection.execute("SELECT name FROM p WHERE id = 1").fetchall() == [("Ada",)]
 
 

@@ -190,7 +190,7 @@ def test_rewrap_of_a_tampered_value_fails_cleanly(
         f"--key-dir={pem_cmk}",
     )
     assert status == 1 and out == ""
-    assert err.startswith("enclavesql keys: CellAuthenticationError: ")
+    assert err.startswith("enclavesql keys: EnvelopeAuthenticationError: ")
     assert old.hex() not in err.lower()
 
 
