@@ -403,9 +403,16 @@ class Connection:
         rows: list[tuple[str, str, str]] = []
         for text in self._client.split(sql):
             plan = self._prepare(text)[0].plan
+            for native, column in plan.native_operations:
+                rows.append((native, column, "duckdb deterministic ciphertext"))
+            compared = {column for _, column in plan.native_operations}
             for spec in plan.parameters:
                 target = spec.target
-                if target is not None and target.encryption_type == "DETERMINISTIC":
+                if (
+                    target is not None
+                    and target.encryption_type == "DETERMINISTIC"
+                    and target.label not in compared
+                ):
                     rows.append(
                         (
                             "compare or write a value",

@@ -22,6 +22,7 @@ __all__ = [
     "BIND",
     "ENCLAVE",
     "ENCLAVE_PREDICATES",
+    "NATIVE_OPERATIONS",
     "classify_encrypted_operations",
     "literal_value",
 ]
@@ -30,6 +31,9 @@ BIND = "ae_bind"
 ASSIGNED = "ae_assigned"
 # Set on a predicate node the enclave evaluates: the EncryptionTarget of its column.
 ENCLAVE = "ae_enclave"
+# Set on the classified tree: (operation, column label) of each operation DuckDB runs on
+# deterministic ciphertext, in the order met, for EXPLAIN.
+NATIVE_OPERATIONS = "ae_native_operations"
 # The predicates rewrite_enclave_predicates turns into enclave calls.
 ENCLAVE_PREDICATES = frozenset(
     {"=", "<>", "<", "<=", ">", ">=", "BETWEEN", "IN", "NOT IN", "LIKE"}
@@ -141,6 +145,7 @@ class _Classifier:
     def __init__(self, catalog: CatalogSnapshot, enclave_available: bool) -> None:
         self.catalog = catalog
         self.enclave_available = enclave_available
+        self.native: list[tuple[str, str]] = []
 
     # ---- outcomes -----------------------------------------------------------------------
 
@@ -223,6 +228,8 @@ class _Classifier:
         """Equality work runs on deterministic ciphertext natively."""
         if target.encryption_type == "RANDOMIZED":
             self.needs_enclave(target, op, node)
+        else:
+            self.native.append((op, target.label))
 
     # ---- walk ---------------------------------------------------------------------------
 
@@ -610,5 +617,7 @@ def classify_encrypted_operations(
     engine.errors.ProgrammingError: t.s is RANDOMIZED; `<` needs an enclave-enabled ...
     """
     expression = expression.copy()
-    _Classifier(catalog, enclave_available).run(expression)
+    classifier = _Classifier(catalog, enclave_available)
+    classifier.run(expression)
+    expression.meta[NATIVE_OPERATIONS] = tuple(dict.fromkeys(classifier.native))
     return expression

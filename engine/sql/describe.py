@@ -19,7 +19,10 @@ from engine.sql.ae_nodes import (
     ImportDatabase,
 )
 from engine.sql.catalog import CatalogSnapshot
-from engine.sql.classify_encrypted_operations import classify_encrypted_operations
+from engine.sql.classify_encrypted_operations import (
+    NATIVE_OPERATIONS,
+    classify_encrypted_operations,
+)
 from engine.sql.dialect import SOURCE_SQL, parse_statements, to_sql
 from engine.sql.encrypted_index import describe_create_index
 from engine.sql.key_ddl import key_ddl_changes
@@ -266,6 +269,7 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
                     "WITH column under the same key and use INSERT ... SELECT"
                 )
     tree = classify_encrypted_operations(tree, catalog, enclave_available=enclave_available)
+    native_operations = tree.meta[NATIVE_OPERATIONS]
     tree = parameterize_literals(bind_aggregate_constants(tree))
     parameterized_sql: str | None = None
     join_stages: tuple[JoinStage, ...] = ()
@@ -369,6 +373,7 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
         join_stages=join_stages,
         final_sql=tree.meta.get(FINAL) if isinstance(tree, exp.Select) else None,
         group_stages=group_stages,
+        native_operations=native_operations,
     )
 
 

@@ -353,6 +353,8 @@ class Plan:
     ``group_stages`` those of grouping on enclave columns below the outermost SELECT.
     ``final_sql`` is stage three, after the aggregates of ``finish_sql``: HAVING and ORDER BY
     over enclave aggregates of groups whose key is an enclave column, read from ``__ee_stage``.
+    ``native_operations`` are the (operation, column) pairs DuckDB runs on deterministic
+    ciphertext (equality, IN, GROUP BY, DISTINCT, COUNT(DISTINCT), joins, set operations).
     """
 
     kind: PlanKind
@@ -369,6 +371,7 @@ class Plan:
     join_stages: tuple[JoinStage, ...] = ()
     final_sql: str | None = None
     group_stages: tuple[GroupStage, ...] = ()
+    native_operations: tuple[tuple[str, str], ...] = ()
 
 
 def check_parameter_count(plan: Plan, parameters: Sequence[object]) -> None:

@@ -301,19 +301,19 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
         if isinstance(node.parent, exp.Escape) and node.arg_key == "this":
             return node  # the Escape around it is rewritten as a whole
         return _like(node, None, target)
+    kind = f"{target.label} is {target.encryption_type}"
     if isinstance(node, exp.Column):
         raise NotSupportedError(
-            f"{target.label}: GROUP BY and DISTINCT over a RANDOMIZED column run in the enclave "
-            "only in the outermost SELECT, on plain columns"
+            f"{kind}: GROUP BY and DISTINCT over it run in the enclave only in the outermost "
+            "SELECT, on plain columns"
         )
     if isinstance(node, exp.Ordered):
         raise NotSupportedError(
-            f"{target.label}: ORDER BY over a RANDOMIZED column runs in the enclave only in "
-            "the outermost SELECT (not in a window, a subquery or an aggregate's ordering)"
+            f"{kind}: ORDER BY over it runs in the enclave only in the outermost SELECT (not in "
+            "a window, a subquery or an aggregate's ordering)"
         )
     raise NotSupportedError(
-        f"{target.label}: {type(node).__name__.upper()} over a RANDOMIZED column is not "
-        "supported in the enclave"
+        f"{kind}: {type(node).__name__.upper()} over it is not supported in the enclave"
     )
 
 

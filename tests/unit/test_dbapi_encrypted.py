@@ -183,9 +183,7 @@ def test_untrusted_key_path_is_refused(database: Path, key_dir: Path) -> None:
         assert connection.execute("SELECT name FROM p WHERE id = 1").fetchall() == [("Ada",)]
 
 
-def test_a_different_key_under_the_cmk_file_name_says_so(
-    database: Path, tmp_path: Path
-) -> None:
+def test_a_different_key_under_the_cmk_file_name_says_so(database: Path, tmp_path: Path) -> None:
     # The common mistake: key_dir holds another key named cmk.pem. The error is the envelope's
     # (a CellAuthenticationError), says to bring the right CMK, and plaintext columns still read.
     other = make_pem_keys(tmp_path / "other-keys", "cmk.pem")

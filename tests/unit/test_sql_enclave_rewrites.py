@@ -118,6 +118,19 @@ def test_order_refusals(sql: str, text: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("SELECT ROW_NUMBER() OVER (ORDER BY dob) FROM patients", "RANDOMIZED"),
+        ("SELECT ROW_NUMBER() OVER (ORDER BY zip) FROM patients", "DETERMINISTIC"),
+    ],
+)
+def test_order_refusals_name_the_column_s_own_encryption_type(sql: str, kind: str) -> None:
+    with pytest.raises(NotSupportedError) as raised:
+        _plan(sql)
+    assert f"is {kind}: ORDER BY over it" in str(raised.value)
+
+
+@pytest.mark.parametrize(
     "sql",
     [
         "WITH top AS (SELECT id, dob FROM patients ORDER BY dob DESC, id LIMIT 3) "
@@ -293,3 +306,25 @@ def test_rewrite_enclave_joins(pair: Pair) -> None:
     got = sorted(connection.execute(plan.sql).fetchall(), key=repr)
     assert got == sorted(connection.execute(pair.input).fetchall(), key=repr)
     assert got  # the fixture data has matches
+
+
+@pytest.mark.parametrize(
+    ("sql", "native"),
+    [
+        ("SELECT ssn, COUNT(*) FROM patients GROUP BY ssn", [("GROUP BY", "patients.ssn")]),
+        ("SELECT DISTINCT ssn FROM patients", [("DISTINCT", "patients.ssn")]),
+        ("SELECT COUNT(DISTINCT ssn) FROM patients", [("COUNT(DISTINCT)", "patients.ssn")]),
+        ("SELECT id FROM patients WHERE ssn IN (?, ?)", [("IN", "patients.ssn")]),
+        (
+            "SELECT p.id FROM patients AS p JOIN visits AS v ON p.ssn = v.patient_ssn",
+            [("=", "patients.ssn")],
+        ),
+        ("SELECT id FROM patients WHERE dob < ?", []),
+        ("SELECT id FROM patients WHERE id = 1", []),
+    ],
+)
+def test_plans_name_the_work_duckdb_runs_on_deterministic_ciphertext(
+    sql: str, native: list[tuple[str, str]]
+) -> None:
+    # What EXPLAIN lists as "duckdb deterministic ciphertext"; randomized work is not in it.
+    assert list(_plan(sql).native_operations) == native
