@@ -33,6 +33,7 @@ from engine.errors import (
 __all__ = [
     "CellKey",
     "compare_and_entry",
+    "stage_entries",
     "status_error",
     "encrypt_cells",
     "encrypt_cells_with_ivs",
@@ -96,7 +97,7 @@ __all__ = [
     "MODE_RANDOMIZED",
 ]
 
-EXPECTED_ABI_VERSION = 4
+EXPECTED_ABI_VERSION = 5
 
 _ffi: Any = _native.ffi
 _lib: Any = _native.lib
@@ -1260,3 +1261,18 @@ def compare_and_entry() -> tuple[int, int]:
     """
     entry = _ffi.addressof(_lib, "ee_enclave_compare_and")
     return int(_lib.EE_ABI_VERSION), int(_ffi.cast("uintptr_t", entry))
+
+
+def stage_entries() -> tuple[int, int, int]:
+    """(EE_ABI_VERSION, address of ee_enclave_stage_accumulate, of ee_enclave_stage_finish) in
+    this process's enclave library: what the native DuckDB stage aggregates call (enclave.h 5e).
+
+    >>> version, accumulate, finish = stage_entries()
+    >>> version == EXPECTED_ABI_VERSION and accumulate > 0 and finish > 0
+    True
+    """
+    addresses = [
+        int(_ffi.cast("uintptr_t", _ffi.addressof(_lib, name)))
+        for name in ("ee_enclave_stage_accumulate", "ee_enclave_stage_finish")
+    ]
+    return int(_lib.EE_ABI_VERSION), addresses[0], addresses[1]

@@ -27,6 +27,7 @@ __all__ = ["build", "footer"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "native" / "duckdb_extension" / "enclavesql_udfs.c"
+STAGE_SOURCE = SOURCE.with_name("enclavesql_stage.inc")  # included by SOURCE
 OUTPUT = Path(__file__).resolve().parent / "enclavesql_udfs.duckdb_extension"
 HEADERS = ("duckdb.h", "duckdb_extension.h")
 # The C API version the source is written against (duckdb_extension.h's default v1 surface).
@@ -105,7 +106,7 @@ def build(output: Path = OUTPUT, *, force: bool = False) -> Path:
     """Compile and stamp the extension; a no-op when ``output`` is newer than its inputs."""
     version = importlib.metadata.version("duckdb")
     stamp = output.with_suffix(".version")
-    inputs = [SOURCE, ROOT / "native" / "include" / "enclave.h", Path(__file__)]
+    inputs = [SOURCE, STAGE_SOURCE, ROOT / "native" / "include" / "enclave.h", Path(__file__)]
     fresh = (
         output.is_file()
         and stamp.is_file()

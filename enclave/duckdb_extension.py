@@ -1,9 +1,11 @@
 """Loads the native enclave-predicate extension (enclavesql_udfs.duckdb_extension) into DuckDB.
 
 The file is built by ``python -m enclave.build_duckdb_extension``. Before DuckDB loads it, this
-module opens the same file through cffi and hands it the enclave's ``ee_enclave_compare_and``
-from the already loaded enclave library, so both share one set of enclave sessions. It also
-mirrors the host's constant table into the extension and reads back a failed query's status.
+module opens the same file through cffi and hands it the enclave's ``ee_enclave_compare_and``,
+``ee_enclave_stage_accumulate`` and ``ee_enclave_stage_finish`` from the already loaded enclave
+library, so both share one set of enclave sessions. It also mirrors the host's constant table
+into the extension and reads back a failed query's status (and whether a comparison or an
+aggregate failed).
 It must not load anything but that one file, and never passes key or plaintext bytes.
 """
 
@@ -29,7 +31,7 @@ __all__ = [
 
 EXTENSION_PATH = Path(__file__).resolve().parent / "enclavesql_udfs.duckdb_extension"
 # The cffi-level ABI of the file (EE_DUCKDB_ABI in enclavesql_udfs.c).
-_ABI = 2
+_ABI = 3
 # Set ENCLAVESQL_NATIVE_UDFS=0 to keep the Python UDFs (a fallback, and how tests cover both).
 _SWITCH = "ENCLAVESQL_NATIVE_UDFS"
 
@@ -39,10 +41,12 @@ int ee_duckdb_bind(uint32_t enclave_abi, void *compare_and);
 int ee_duckdb_put_constant(uint64_t ref, const uint8_t *blob, size_t len);
 void ee_duckdb_drop_constant(uint64_t ref);
 int32_t ee_duckdb_take_failure(uint64_t query_id);
+int ee_duckdb_bind_stage(uint32_t enclave_abi, void *accumulate, void *finish);
+int32_t ee_duckdb_take_failure_of(uint64_t query_id, int32_t *kind);
 """
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"library": None, "failed": False}
+_state: dict[str, Any] = {"library": None, "ffi": None, "failed": False}
 
 
 def available() -> bool:
@@ -58,7 +62,7 @@ def _library() -> Any | None:
         if _state["library"] is not None or _state["failed"]:
             return _state["library"]
         try:
-            from enclave.binding import compare_and_entry
+            from enclave.binding import compare_and_entry, stage_entries
 
             ffi = cffi.FFI()
             ffi.cdef(_CDEF)
@@ -68,10 +72,16 @@ def _library() -> Any | None:
             abi, address = compare_and_entry()
             if library.ee_duckdb_bind(abi, ffi.cast("void *", address)) != 0:
                 raise OSError("built against another enclave ABI")
+            abi, accumulate, finish = stage_entries()
+            if library.ee_duckdb_bind_stage(
+                abi, ffi.cast("void *", accumulate), ffi.cast("void *", finish)
+            ):
+                raise OSError("built against another enclave ABI")
         except (ImportError, OSError, AttributeError):
             _state["failed"] = True
             return None
         _state["library"] = library
+        _state["ffi"] = ffi
         return library
 
 
@@ -104,9 +114,11 @@ def take_failure(query_id: int) -> Error | None:
     library = _state["library"]
     if library is None:
         return None
-    status = int(library.ee_duckdb_take_failure(query_id))
+    kind = _state["ffi"].new("int32_t *")
+    status = int(library.ee_duckdb_take_failure_of(query_id, kind))
     if status == 0:
         return None
+    what = "aggregating encrypted cells" if kind[0] == 1 else "comparing encrypted cells"
     if status == -1:
         return InternalError(
             "an enclave predicate's constant is no longer in the host's table (more than 4096 "
@@ -116,4 +128,4 @@ def take_failure(query_id: int) -> Error | None:
         return OperationalError("the native enclave predicates ran out of memory")
     from enclave.binding import status_error
 
-    return status_error(status, "comparing encrypted cells")
+    return status_error(status, what)

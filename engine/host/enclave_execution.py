@@ -29,17 +29,22 @@ _PARALLEL_BYTES = 1 << 20
 # enclave.h: EE_OP_SUM, EE_OP_AVG (plain aggregates the stage call takes; tests check them
 # against enclave.binding), and the stage call's limits (EE_EXPR_MAX_SLOTS,
 # EE_STAGE_MAX_OUTPUTS, EE_STAGE_LAYOUT_VERSION).
-_STAGE_OPERATORS = (12, 13)
-_STAGE_MAX_SLOTS = 16
-_STAGE_MAX_OUTPUTS = 32
+STAGE_OPERATORS = (12, 13)
+STAGE_MAX_SLOTS = 16
+STAGE_MAX_OUTPUTS = 32
 _STAGE_LAYOUT_VERSION = 1
 
 __all__ = [
+    "STAGE_MAX_OUTPUTS",
+    "STAGE_MAX_SLOTS",
+    "STAGE_OPERATORS",
     "append_group_ids",
     "bind_query_id",
     "finish_aggregates",
     "join_group_ids",
     "normalized_slot",
+    "operand_count",
+    "stage_layout",
 ]
 
 
@@ -309,7 +314,7 @@ def _shared_readers(table: pa.Table) -> tuple[int, dict[tuple[int, int], int]] |
     return None
 
 
-def _operand_count(call: AggregateCall) -> int:
+def operand_count(call: AggregateCall) -> int:
     """A plain aggregate reads one operand; a program names its slot count in its second byte."""
     if call.kind != "expression":
         return 1
@@ -318,12 +323,12 @@ def _operand_count(call: AggregateCall) -> int:
     return call.constant[1]
 
 
-def _stage_layout(
+def stage_layout(
     calls: Sequence[AggregateCall], maps: Sequence[Sequence[int]], slots: int
 ) -> bytes:
     """The layout of enclave.h 5d: header, then per output its codes, constant and slot map.
 
-    >>> _stage_layout([AggregateCall(1, 2, 4, 12, decimal_scale=2)], [[0]], 1).hex()
+    >>> stage_layout([AggregateCall(1, 2, 4, 12, decimal_scale=2)], [[0]], 1).hex()
     '0101010c04020002000000'
     """
     layout = bytearray([_STAGE_LAYOUT_VERSION, slots, len(calls)])
@@ -352,7 +357,7 @@ def _finish_stage(
         call
         for call in calls
         if call.kind == "expression"
-        or (call.kind == "aggregate" and call.operator in _STAGE_OPERATORS)
+        or (call.kind == "aggregate" and call.operator in STAGE_OPERATORS)
         or (
             call.kind == "aggregate" and shared is not None and (call.result_column, 0) in shared[1]
         )
@@ -376,12 +381,12 @@ def _finish_stage(
             holder, readers = shared
             try:
                 operands = [
-                    (holder, readers[(call.result_column, k)]) for k in range(_operand_count(call))
+                    (holder, readers[(call.result_column, k)]) for k in range(operand_count(call))
                 ]
             except KeyError:
                 raise InternalError("a shared aggregate column lacks an operand") from None
         elif call.kind == "expression":
-            operands = [(call.result_column, k) for k in range(_operand_count(call))]
+            operands = [(call.result_column, k) for k in range(operand_count(call))]
         else:
             operands = [(call.result_column, None)]
         for column, _ in operands:
@@ -414,7 +419,7 @@ def _finish_stage(
         batch_calls = [chosen[index] for index in batch]
         maps = [[slot_of[operand] for operand in sources[index]] for index in batch]
         if stage_call is not None:
-            layout = _stage_layout(batch_calls, maps, len(keys))
+            layout = stage_layout(batch_calls, maps, len(keys))
             cells = stage_call(query_id, layout, slots, group_ids, group_count, len(batch))
         else:
             cells = [
@@ -444,7 +449,7 @@ def _stage_batches(sources: Sequence[Sequence[tuple[int, int | None]]]) -> list[
     seen: set[tuple[int, int | None]] = set()
     for index, operands in enumerate(sources):
         wanted = seen | set(operands)
-        if not batches or len(batches[-1]) == _STAGE_MAX_OUTPUTS or len(wanted) > _STAGE_MAX_SLOTS:
+        if not batches or len(batches[-1]) == STAGE_MAX_OUTPUTS or len(wanted) > STAGE_MAX_SLOTS:
             batches.append([])
             wanted = set(operands)
         batches[-1].append(index)

@@ -35,6 +35,7 @@ from engine.host.enclave_execution import (
 )
 from engine.host.enclave_gateway import NOT_BUILT, EnclaveGateway, native_enclave_available
 from engine.host.enclave_udfs import UDF_FAILURES, register_enclave_udfs
+from engine.host.native_stage import native_stage
 from engine.host.rewrite_values_insert import rewrite_values_insert
 from engine.host.udf_owners import acquire, release, shared_key
 from engine.sql.alter_column_encryption import ColumnEncryptionChange
@@ -378,11 +379,17 @@ class Host:
                         rows, group_stage.columns, group_stage.id_columns, calls, gateway, query_id
                     )
                     views.enter_context(self._registered(group_stage.view, rows))
-                result = self._run(plan.sql, values)
+                first = [call for call in enclave.aggregates if call.stage == 1]
+                # With the native extension, the stage's SUM and AVG run as one DuckDB
+                # aggregate over sealed enclave states instead of LISTs of cells.
+                native = native_stage(plan.sql, first) if self._native_filters and first else None
+                result = self._run(plan.sql if native is None else native.sql(query_id), values)
             except duckdb.Error as error:
                 raise self._enclave_failure(error, query_id) from None
             table = result.table
-            first = [call for call in enclave.aggregates if call.stage == 1]
+            if table is not None and native is not None:
+                table = native.spread(table)
+                first = [call for call in first if call not in native.calls]
             if table is not None and first:
                 table = finish_aggregates(table, first, gateway, query_id)
             if table is not None and plan.finish_sql is not None:

@@ -3,7 +3,8 @@
  * It registers __ee_filter_1 .. __ee_filter_8 and __ee_compare_columns, the same functions
  * (names, arguments, results) that engine/host/enclave_udfs.py registers as Python UDFs, so
  * DuckDB calls the enclave's ee_enclave_compare_and straight from its worker threads, without
- * Python or the GIL.
+ * Python or the GIL. enclavesql_stage.inc adds the __ee_stage_k aggregates (a query stage's
+ * SUM and AVG over the enclave's sealed partial states) and __ee_plain.
  *
  * This is host code, like the Python UDFs it replaces: it only moves DuckDB's vectors into
  * the enclave's Arrow-shaped arguments and the answer back. It must never decrypt, hold a key,
@@ -12,7 +13,8 @@
  *
  * The enclave itself is the library Python loaded (enclave._native): a second copy would have
  * its own sessions, so this file links none of it. enclave/duckdb_extension.py hands over the
- * enclave's entry point with ee_duckdb_bind before DuckDB loads the file.
+ * enclave's entry points with ee_duckdb_bind and ee_duckdb_bind_stage before DuckDB loads the
+ * file.
  */
 #define DUCKDB_EXTENSION_NAME enclavesql_udfs
 #include "duckdb_extension.h"
@@ -28,7 +30,7 @@
 DUCKDB_EXTENSION_EXTERN
 
 /* Bumped when anything Python calls through cffi (below) changes. */
-#define EE_DUCKDB_ABI 2
+#define EE_DUCKDB_ABI 3
 #define MAX_CONJUNCTS 8
 
 typedef ee_status (*compare_and_fn)(
@@ -45,7 +47,31 @@ typedef ee_status (*compare_and_fn)(
 _Static_assert(__builtin_types_compatible_p(compare_and_fn, __typeof__(&ee_enclave_compare_and)),
                "compare_and_fn must match ee_enclave_compare_and in enclave.h");
 
+typedef ee_status (*stage_accumulate_fn)(
+    uint8_t *out_data, size_t out_data_cap, size_t *out_data_len, int64_t *out_offsets,
+    size_t out_offsets_cap, uint64_t query_id, const uint8_t *layout, size_t layout_len,
+    const int32_t *offsets, size_t offsets_len, const uint8_t *data, size_t data_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset, size_t count,
+    const int64_t *group_ids, size_t group_ids_len, const int32_t *state_offsets,
+    size_t state_offsets_len, const uint8_t *state_data, size_t state_data_len,
+    const uint8_t *state_validity, size_t state_validity_len, size_t state_count,
+    const int64_t *state_groups, size_t state_groups_len, size_t group_count);
+typedef ee_status (*stage_finish_fn)(uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
+                                     int64_t *out_offsets, size_t out_offsets_cap,
+                                     uint64_t query_id, const uint8_t *layout, size_t layout_len,
+                                     const int32_t *state_offsets, size_t state_offsets_len,
+                                     const uint8_t *state_data, size_t state_data_len,
+                                     const uint8_t *state_validity, size_t state_validity_len,
+                                     size_t state_count);
+_Static_assert(__builtin_types_compatible_p(stage_accumulate_fn,
+                                            __typeof__(&ee_enclave_stage_accumulate)),
+               "stage_accumulate_fn must match ee_enclave_stage_accumulate in enclave.h");
+_Static_assert(__builtin_types_compatible_p(stage_finish_fn, __typeof__(&ee_enclave_stage_finish)),
+               "stage_finish_fn must match ee_enclave_stage_finish in enclave.h");
+
 static compare_and_fn g_compare_and;
+static stage_accumulate_fn g_stage_accumulate;
+static stage_finish_fn g_stage_finish;
 static uint32_t g_enclave_abi;
 
 /* ---- Constants: ref -> blob, mirroring enclave_udfs.constant_ref ------------------------- */
@@ -70,13 +96,16 @@ static pthread_mutex_t g_constants_lock = PTHREAD_MUTEX_INITIALIZER;
 typedef struct {
     uint64_t query_id;
     int32_t status;
+    int32_t kind; /* FAILURE_COMPARE or FAILURE_AGGREGATE: what the host's message names */
 } failure_slot;
+
+enum { FAILURE_COMPARE = 0, FAILURE_AGGREGATE = 1 };
 
 static failure_slot g_failures[FAILURE_SLOTS];
 static size_t g_failure_next;
 static pthread_mutex_t g_failures_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void record_failure(uint64_t query_id, int32_t status) {
+static void record_failure_of(uint64_t query_id, int32_t status, int32_t kind) {
     pthread_mutex_lock(&g_failures_lock);
     int known = 0;
     for (size_t i = 0; i < FAILURE_SLOTS; i++) {
@@ -88,9 +117,14 @@ static void record_failure(uint64_t query_id, int32_t status) {
     if (!known) {
         g_failures[g_failure_next].query_id = query_id;
         g_failures[g_failure_next].status = status;
+        g_failures[g_failure_next].kind = kind;
         g_failure_next = (g_failure_next + 1) % FAILURE_SLOTS;
     }
     pthread_mutex_unlock(&g_failures_lock);
+}
+
+static void record_failure(uint64_t query_id, int32_t status) {
+    record_failure_of(query_id, status, FAILURE_COMPARE);
 }
 
 /* ---- The entry points Python calls (cffi, ABI mode) -------------------------------------- */
@@ -108,6 +142,18 @@ __attribute__((visibility("default"))) int ee_duckdb_bind(uint32_t enclave_abi,
     }
     g_enclave_abi = enclave_abi;
     __atomic_store_n(&g_compare_and, (compare_and_fn)compare_and, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* Hands over the enclave's ee_enclave_stage_accumulate and ee_enclave_stage_finish (5e), for
+ * the __ee_stage_k aggregates; 0, or -1 as ee_duckdb_bind. */
+__attribute__((visibility("default"))) int ee_duckdb_bind_stage(uint32_t enclave_abi,
+                                                               void *accumulate, void *finish) {
+    if (enclave_abi != EE_ABI_VERSION || accumulate == NULL || finish == NULL) {
+        return -1;
+    }
+    __atomic_store_n(&g_stage_finish, (stage_finish_fn)finish, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_stage_accumulate, (stage_accumulate_fn)accumulate, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -145,19 +191,28 @@ __attribute__((visibility("default"))) void ee_duckdb_drop_constant(uint64_t ref
     pthread_mutex_unlock(&g_constants_lock);
 }
 
-/* The first failure status recorded for query_id (and forgets it), or 0. */
-__attribute__((visibility("default"))) int32_t ee_duckdb_take_failure(uint64_t query_id) {
+/* The first failure status recorded for query_id (and forgets it), or 0; *kind says whether a
+ * comparison (0) or an aggregate (1) failed. */
+__attribute__((visibility("default"))) int32_t ee_duckdb_take_failure_of(uint64_t query_id,
+                                                                        int32_t *kind) {
     int32_t status = 0;
+    *kind = FAILURE_COMPARE;
     pthread_mutex_lock(&g_failures_lock);
     for (size_t i = 0; i < FAILURE_SLOTS; i++) {
         if (g_failures[i].status != 0 && g_failures[i].query_id == query_id) {
             status = g_failures[i].status;
+            *kind = g_failures[i].kind;
             g_failures[i].status = 0;
             break;
         }
     }
     pthread_mutex_unlock(&g_failures_lock);
     return status;
+}
+
+__attribute__((visibility("default"))) int32_t ee_duckdb_take_failure(uint64_t query_id) {
+    int32_t kind;
+    return ee_duckdb_take_failure_of(query_id, &kind);
 }
 
 /* ---- Per-thread scratch: one Arrow-shaped copy of a BLOB vector --------------------------- */
@@ -448,6 +503,8 @@ static int register_compare_columns(duckdb_connection connection) {
     return register_scalar(connection, "__ee_compare_columns", types, 6, compare_columns, 0, 0);
 }
 
+#include "enclavesql_stage.inc"
+
 DUCKDB_EXTENSION_ENTRYPOINT(duckdb_connection connection, duckdb_extension_info info,
                             struct duckdb_extension_access *access) {
     for (idx_t k = 1; k <= MAX_CONJUNCTS; k++) {
@@ -458,6 +515,10 @@ DUCKDB_EXTENSION_ENTRYPOINT(duckdb_connection connection, duckdb_extension_info 
     }
     if (!register_compare_columns(connection)) {
         access->set_error(info, "enclavesql_udfs: registering __ee_compare_columns failed");
+        return false;
+    }
+    if (!register_stage_functions(connection)) {
+        access->set_error(info, "enclavesql_udfs: registering __ee_stage_k or __ee_plain failed");
         return false;
     }
     return true;

@@ -37,7 +37,7 @@ extern "C" {
 
 /* ---- 1. ABI and status codes ------------------------------------------------------------- */
 
-#define EE_ABI_VERSION 4
+#define EE_ABI_VERSION 5
 
 typedef enum ee_status {
     EE_OK = 0,
@@ -479,6 +479,63 @@ EE_MUST_CHECK ee_status ee_enclave_aggregate_stage(
     const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
     size_t count,
     const int64_t *group_ids, size_t group_ids_len, size_t group_count);
+
+/* ---- 5e. A stage's SUM and AVG as sealed partial states (H2) ------------------------------ */
+
+#define EE_STAGE_STATE_VERSION 1
+
+/* The stage of 5d folded incrementally, for an aggregate the host's engine groups and runs in
+ * parallel (the native DuckDB aggregate): partial sums leave the enclave only sealed, as a
+ * randomized cell (the cell format) under a key derived from the first output's key, the
+ * query id and SHA-256(layout), whose plaintext is u8 version (1) || u8 output_count || two
+ * zero bytes || output_count x (i128 LE sum || f64 LE float sum || i64 LE count): a sealed
+ * state is 65 + 32 * output_count bytes. Every call authorizes its layout exactly as 5d does.
+ * ee_enclave_stage_accumulate: the rows (slot-major, as 5d; count may be 0) with group_ids
+ * (rows int64s, -1 skips a row), plus state_count earlier sealed states (Arrow binary, a null
+ * entry is an empty state) each added into group state_groups[i] (-1 skips it), give
+ * group_count fresh sealed states (out_offsets_cap >= group_count + 1). A state that does not
+ * open under this query's and layout's key, or has the wrong shape, is EE_ERR_AUTH; a sum that
+ * leaves 128 bits is EE_ERR_OVERFLOW (the DECIMAL(38) range is checked by
+ * ee_enclave_stage_finish, as 5d checks only its results).
+ * Leakage: whether an overflow of 128 bits happened, whether a program is well formed, whether
+ * each state given opens under this query's and layout's key, and the lengths and null
+ * positions given; a sealed state's length depends on the layout only (never on a sum, a count
+ * or whether a group is empty). Which groups are empty shows only at ee_enclave_stage_finish.
+ */
+EE_MUST_CHECK ee_status ee_enclave_stage_accumulate(
+    uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
+    int64_t *out_offsets, size_t out_offsets_cap,
+    uint64_t query_id,
+    const uint8_t *layout, size_t layout_len,
+    const int32_t *offsets, size_t offsets_len,
+    const uint8_t *data, size_t data_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count,
+    const int64_t *group_ids, size_t group_ids_len,
+    const int32_t *state_offsets, size_t state_offsets_len,
+    const uint8_t *state_data, size_t state_data_len,
+    const uint8_t *state_validity, size_t state_validity_len,
+    size_t state_count,
+    const int64_t *state_groups, size_t state_groups_len,
+    size_t group_count);
+
+/* ee_enclave_stage_finish: the results of state_count sealed states (a null entry: an empty
+ * group), exactly as ee_enclave_aggregate_stage writes them for those groups: output-major,
+ * entry o * state_count + g, randomized cells under output o's key, an empty entry for an
+ * empty group (out_offsets_cap >= output_count * state_count + 1; out_data_cap must hold
+ * 81-byte cells). Errors as for ee_enclave_stage_accumulate.
+ * Leakage: for each output, what 5d leaks for these groups (which groups are empty, whether an
+ * overflow happened, whether its program is well formed), and whether each state opens.
+ */
+EE_MUST_CHECK ee_status ee_enclave_stage_finish(
+    uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
+    int64_t *out_offsets, size_t out_offsets_cap,
+    uint64_t query_id,
+    const uint8_t *layout, size_t layout_len,
+    const int32_t *state_offsets, size_t state_offsets_len,
+    const uint8_t *state_data, size_t state_data_len,
+    const uint8_t *state_validity, size_t state_validity_len,
+    size_t state_count);
 
 /* ---- 5c. Top-k for ORDER BY ... LIMIT (H7) ------------------------------------------------ */
 

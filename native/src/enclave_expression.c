@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "enclave_internal.h"
 
 #define CHUNK_ROWS 1024
@@ -743,93 +746,87 @@ static ee_status stage_result(uint8_t *r, size_t *len, const stage_output *out,
     return EE_OK;
 }
 
-ee_status ee_enclave_aggregate_stage(uint8_t *out_data, size_t out_data_cap,
-                                     size_t *out_data_len, int64_t *out_offsets,
-                                     size_t out_offsets_cap, uint64_t query_id,
-                                     const uint8_t *layout, size_t layout_len,
-                                     const int32_t *offsets, size_t offsets_len,
-                                     const uint8_t *data, size_t data_len,
-                                     const uint8_t *validity, size_t validity_len,
-                                     size_t validity_bit_offset, size_t count,
-                                     const int64_t *group_ids, size_t group_ids_len,
-                                     size_t group_count) {
-    ee_status status;
-    stage_plan *plan = NULL;
-    uint8_t *blob = NULL, *results = NULL, *result_valid = NULL;
-    int64_t *ids = NULL, *result_offsets = NULL;
-    ee_cell_keys *result_keys = NULL, *slot_keys = NULL;
-    size_t result_keys_cap = 0, slot_keys_cap = 0, results_cap = 0, threads = 0;
-    stage_worker workers[STAGE_MAX_THREADS];
-    memset(workers, 0, sizeof workers);
-    ee_input in = {offsets, offsets_len, data, data_len, validity, validity_len,
-                   validity_bit_offset, count};
+/* A parsed and authorized stage layout, with the keys of its outputs and of its slots. */
+typedef struct stage_prepared {
+    uint8_t *blob; /* the private copy of the layout that was parsed and hashed */
+    stage_plan *plan;
+    ee_cell_keys *result_keys, *slot_keys;
+    size_t result_keys_cap, slot_keys_cap;
+} stage_prepared;
 
-    if (out_data_len == NULL || out_offsets == NULL || (out_data == NULL && out_data_cap > 0) ||
-        layout == NULL || layout_len == 0) {
-        return EE_ERR_ARGUMENT;
+static void stage_release(stage_prepared *p) {
+    ee_secret_free(p->result_keys, p->result_keys_cap);
+    ee_secret_free(p->slot_keys, p->slot_keys_cap);
+    if (p->plan != NULL) {
+        /* Every entry: a layout refused early may leave output_count above the maximum. */
+        for (size_t o = 0; o < EE_STAGE_MAX_OUTPUTS; o++) free(p->plan->outputs[o].program);
     }
+    free(p->plan);
+    /* The layout holds only what the host already passed in the clear. */
+    free(p->blob);
+    memset(p, 0, sizeof *p);
+}
+
+/* Parses and authorizes a layout (5d) before any cell is read; stage_release frees it in every
+ * case. */
+static ee_status stage_prepare(stage_prepared *p, uint64_t query_id, const uint8_t *layout,
+                               size_t layout_len) {
+    ee_status status;
+    memset(p, 0, sizeof *p);
+    if (layout == NULL || layout_len == 0) return EE_ERR_ARGUMENT;
     /* Copy the layout in: the programs hashed for authorization are exactly those parsed. */
-    blob = malloc(layout_len);
-    plan = calloc(1, sizeof *plan);
-    if (blob == NULL || plan == NULL) {
-        status = EE_ERR_INTERNAL;
-        goto done;
-    }
-    memcpy(blob, layout, layout_len);
-    status = parse_stage(plan, blob, layout_len);
-    if (status != EE_OK) goto done;
+    p->blob = malloc(layout_len);
+    p->plan = calloc(1, sizeof *p->plan);
+    if (p->blob == NULL || p->plan == NULL) return EE_ERR_INTERNAL;
+    memcpy(p->blob, layout, layout_len);
+    stage_plan *plan = p->plan;
+    status = parse_stage(plan, p->blob, layout_len);
+    if (status != EE_OK) return status;
 
     /* Each output is authorized exactly as its own call would be: a plain SUM or AVG for
      * (cek_id, op, type_code, SHA-256 of nothing); a program for its result key and for every
      * key it reads, each with (cek_id, op, type_code, SHA-256(program)). */
-    result_keys_cap = plan->output_count * sizeof *result_keys;
-    slot_keys_cap = plan->slot_count * sizeof *slot_keys;
-    result_keys = ee_secret_alloc(result_keys_cap);
-    slot_keys = ee_secret_alloc(slot_keys_cap);
-    if (result_keys == NULL || slot_keys == NULL) {
-        status = EE_ERR_INTERNAL;
-        goto done;
-    }
+    p->result_keys_cap = plan->output_count * sizeof *p->result_keys;
+    p->slot_keys_cap = plan->slot_count * sizeof *p->slot_keys;
+    p->result_keys = ee_secret_alloc(p->result_keys_cap);
+    p->slot_keys = ee_secret_alloc(p->slot_keys_cap);
+    if (p->result_keys == NULL || p->slot_keys == NULL) return EE_ERR_INTERNAL;
+    ee_cell_keys *result_keys = p->result_keys, *slot_keys = p->slot_keys;
     for (size_t o = 0; o < plan->output_count; o++) {
         stage_output *out = &plan->outputs[o];
         status = ee_query_key(&result_keys[o], query_id, out->cek_id, out->op, out->type_code,
                               out->constant, out->constant_len);
-        if (status != EE_OK) goto done;
+        if (status != EE_OK) return status;
         if (!expression_op(out->op)) {
             int numeric = out->type_code == EE_TYPE_INT64 || out->type_code == EE_TYPE_FLOAT32 ||
                           out->type_code == EE_TYPE_FLOAT64 || out->type_code == EE_TYPE_DECIMAL;
             if (!numeric) {
-                status = EE_ERR_TYPE;
-                goto done;
+                return EE_ERR_TYPE;
             }
             continue;
         }
         out->program = malloc(sizeof *out->program);
         if (out->program == NULL) {
-            status = EE_ERR_INTERNAL;
-            goto done;
+            return EE_ERR_INTERNAL;
         }
         if (!parse_program(out->program, out->constant, out->constant_len) ||
             out->program->slot_count != out->slot_count) {
-            status = EE_ERR_PACKAGE;
-            goto done;
+            return EE_ERR_PACKAGE;
         }
         if (out->type_code != (out->program->result_float ? EE_TYPE_FLOAT64 : EE_TYPE_DECIMAL)) {
-            status = EE_ERR_TYPE;
-            goto done;
+            return EE_ERR_TYPE;
         }
         size_t first = 0;
         while (out->program->slots[first].source != SOURCE_ENCRYPTED) first++;
         if (out->program->slots[first].cek_id != out->cek_id) {
-            status = EE_ERR_ARGUMENT;
-            goto done;
+            return EE_ERR_ARGUMENT;
         }
         for (size_t k = 0; k < out->slot_count; k++) {
             const expr_slot *need = &out->program->slots[k];
             if (need->source != SOURCE_ENCRYPTED) continue;
             status = ee_query_key(&slot_keys[out->slots[k]], query_id, need->cek_id, out->op,
                                   out->type_code, out->constant, out->constant_len);
-            if (status != EE_OK) goto done;
+            if (status != EE_OK) return status;
         }
     }
     /* Every reader of a stage slot must read it the same way (source, key, type and, for the
@@ -842,8 +839,7 @@ ee_status ee_enclave_aggregate_stage(uint8_t *out_data, size_t out_data_cap,
             int program = expression_op(out->op);
             const expr_slot *need = program ? &out->program->slots[k] : &plain_need;
             if (!stage_slot_claim(plan, &claimed, out->slots[k], need, program)) {
-                status = EE_ERR_ARGUMENT;
-                goto done;
+                return EE_ERR_ARGUMENT;
             }
             if (!program) slot_keys[out->slots[0]] = result_keys[o];
         }
@@ -852,9 +848,40 @@ ee_status ee_enclave_aggregate_stage(uint8_t *out_data, size_t out_data_cap,
         if (plan->slots[s].scale < 0) plan->slots[s].scale = 0;
     }
     if (claimed != (uint32_t)((1ull << plan->slot_count) - 1)) {
-        status = EE_ERR_ARGUMENT;
-        goto done;
+        return EE_ERR_ARGUMENT;
     }
+    return EE_OK;
+}
+
+ee_status ee_enclave_aggregate_stage(uint8_t *out_data, size_t out_data_cap,
+                                     size_t *out_data_len, int64_t *out_offsets,
+                                     size_t out_offsets_cap, uint64_t query_id,
+                                     const uint8_t *layout, size_t layout_len,
+                                     const int32_t *offsets, size_t offsets_len,
+                                     const uint8_t *data, size_t data_len,
+                                     const uint8_t *validity, size_t validity_len,
+                                     size_t validity_bit_offset, size_t count,
+                                     const int64_t *group_ids, size_t group_ids_len,
+                                     size_t group_count) {
+    ee_status status;
+    stage_prepared prep;
+    uint8_t *results = NULL, *result_valid = NULL;
+    int64_t *ids = NULL, *result_offsets = NULL;
+    size_t results_cap = 0, threads = 0;
+    stage_worker workers[STAGE_MAX_THREADS];
+    memset(workers, 0, sizeof workers);
+    ee_input in = {offsets, offsets_len, data, data_len, validity, validity_len,
+                   validity_bit_offset, count};
+
+    memset(&prep, 0, sizeof prep);
+    if (out_data_len == NULL || out_offsets == NULL || (out_data == NULL && out_data_cap > 0) ||
+        layout == NULL || layout_len == 0) {
+        return EE_ERR_ARGUMENT;
+    }
+    status = stage_prepare(&prep, query_id, layout, layout_len);
+    if (status != EE_OK) goto done;
+    stage_plan *plan = prep.plan;
+    ee_cell_keys *result_keys = prep.result_keys, *slot_keys = prep.slot_keys;
     status = ee_input_check(&in);
     if (status != EE_OK) goto done;
     size_t rows = count / plan->slot_count;
@@ -955,18 +982,281 @@ done:
     for (size_t t = 0; t < STAGE_MAX_THREADS; t++) {
         ee_secret_free(workers[t].groups, workers[t].groups_cap);
     }
-    ee_secret_free(result_keys, result_keys_cap);
-    ee_secret_free(slot_keys, slot_keys_cap);
     ee_secret_free(results, results_cap);
-    if (plan != NULL) {
-        /* Every entry: a layout refused early may leave output_count above the maximum. */
-        for (size_t o = 0; o < EE_STAGE_MAX_OUTPUTS; o++) free(plan->outputs[o].program);
-    }
-    free(plan);
+    stage_release(&prep);
     free(result_offsets);
     free(result_valid);
     free(ids);
-    /* The layout holds only what the host already passed in the clear. */
-    free(blob);
+    return status;
+}
+
+/* ---- A stage's sums as sealed partial states (5e of enclave.h) -------------------------------- */
+
+#define STATE_HEADER 4 /* u8 version, u8 output_count, two zero bytes */
+#define STATE_OUTPUT 32 /* i128 LE sum, f64 LE float sum, i64 LE count */
+
+static const char state_label[] = "enclavesql stage state v1";
+
+/* The key that seals this query's states of this layout: HMAC-SHA256 under the first output's
+ * MAC key of the label, the query id and SHA-256(layout). A state of another query, layout or
+ * key fails authentication. */
+static ee_status state_keys_derive(ee_cell_keys *out, const stage_prepared *p, uint64_t query_id,
+                                   size_t layout_len) {
+    uint8_t message[sizeof state_label + 8 + 32], root[32];
+    unsigned int root_len = 0;
+    size_t at = sizeof state_label;
+    memcpy(message, state_label, sizeof state_label);
+    for (size_t i = 0; i < 8; i++) message[at + i] = (uint8_t)(query_id >> (8 * i));
+    at += 8;
+    if (EVP_Digest(p->blob, layout_len, message + at, NULL, EVP_sha256(), NULL) != 1 ||
+        HMAC(EVP_sha256(), p->result_keys[0].mac_key, 32, message, sizeof message, root,
+             &root_len) == NULL ||
+        root_len != 32) {
+        return EE_ERR_INTERNAL;
+    }
+    ee_status status = ee_keys_prepare(out, root);
+    ee_wipe(root, sizeof root);
+    return status;
+}
+
+static size_t state_len(const stage_plan *plan) {
+    return STATE_HEADER + STATE_OUTPUT * plan->output_count;
+}
+
+/* Opens the states that are present and adds each into groups[o * group_count + its group]
+ * (skipping a group of -1). target(i) is state_groups[i], or i when state_groups is NULL. */
+static ee_status states_fold(expr_group *groups, size_t group_count, const stage_plan *plan,
+                             const ee_cell_keys *keys, const ee_input *states,
+                             const int64_t *state_groups) {
+    ee_status status = ee_input_check(states);
+    if (status != EE_OK) return status;
+    ee_plain plain;
+    ee_plain_init(&plain);
+    size_t want = state_len(plan);
+    for (size_t start = 0; start < states->count && status == EE_OK; start += CHUNK_ROWS) {
+        size_t n = states->count - start < CHUNK_ROWS ? states->count - start : CHUNK_ROWS;
+        status = ee_plain_load(&plain, keys, EE_TYPE_BYTES, states, start, n);
+        for (size_t i = 0; i < n && status == EE_OK; i++) {
+            int64_t g = state_groups != NULL ? state_groups[start + i] : (int64_t)(start + i);
+            if (!plain.valid[i] || g < 0) continue;
+            if ((uint64_t)g >= group_count) {
+                status = EE_ERR_ARGUMENT;
+                break;
+            }
+            size_t len;
+            const uint8_t *v = ee_plain_value(&plain, i, &len);
+            /* The key binds the layout, so a sealed state of the wrong shape is a forgery. */
+            if (len != want || v[0] != EE_STAGE_STATE_VERSION || v[1] != plan->output_count) {
+                status = EE_ERR_AUTH;
+                break;
+            }
+            for (size_t o = 0; o < plan->output_count; o++) {
+                const uint8_t *e = v + STATE_HEADER + STATE_OUTPUT * o;
+                expr_group *into = &groups[o * group_count + (size_t)g];
+                i128 sum = (i128)(((u128)get_le(e + 8, 8) << 64) | get_le(e, 8));
+                uint64_t bits = get_le(e + 16, 8);
+                double real;
+                memcpy(&real, &bits, 8);
+                into->float_sum += real;
+                into->count += (int64_t)get_le(e + 24, 8);
+                if (__builtin_add_overflow(into->sum, sum, &into->sum)) {
+                    status = EE_ERR_OVERFLOW;
+                    break;
+                }
+            }
+        }
+    }
+    ee_plain_free(&plain);
+    return status;
+}
+
+ee_status ee_enclave_stage_accumulate(
+    uint8_t *out_data, size_t out_data_cap, size_t *out_data_len, int64_t *out_offsets,
+    size_t out_offsets_cap, uint64_t query_id, const uint8_t *layout, size_t layout_len,
+    const int32_t *offsets, size_t offsets_len, const uint8_t *data, size_t data_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset, size_t count,
+    const int64_t *group_ids, size_t group_ids_len, const int32_t *state_offsets,
+    size_t state_offsets_len, const uint8_t *state_data, size_t state_data_len,
+    const uint8_t *state_validity, size_t state_validity_len, size_t state_count,
+    const int64_t *state_groups, size_t state_groups_len, size_t group_count) {
+    ee_status status;
+    stage_prepared prep;
+    ee_cell_keys state_keys;
+    uint8_t *sealed = NULL, *sealed_valid = NULL;
+    int64_t *ids = NULL, *state_ids = NULL, *sealed_offsets = NULL;
+    size_t sealed_cap = 0;
+    stage_worker worker;
+    memset(&worker, 0, sizeof worker);
+    memset(&state_keys, 0, sizeof state_keys);
+    ee_input in = {offsets, offsets_len, data, data_len, validity, validity_len,
+                   validity_bit_offset, count};
+    ee_input states = {state_offsets, state_offsets_len, state_data, state_data_len,
+                       state_validity, state_validity_len, 0, state_count};
+
+    memset(&prep, 0, sizeof prep);
+    if (out_data_len == NULL || out_offsets == NULL || (out_data == NULL && out_data_cap > 0) ||
+        (state_groups == NULL && state_count > 0) || state_groups_len != state_count ||
+        group_count > (size_t)INT32_MAX) {
+        return EE_ERR_ARGUMENT;
+    }
+    status = stage_prepare(&prep, query_id, layout, layout_len);
+    if (status != EE_OK) goto done;
+    const stage_plan *plan = prep.plan;
+    status = ee_input_check(&in);
+    if (status != EE_OK) goto done;
+    size_t rows = count / plan->slot_count;
+    if (count % plan->slot_count != 0 || group_ids_len != rows ||
+        (group_ids == NULL && rows > 0)) {
+        status = EE_ERR_ARGUMENT;
+        goto done;
+    }
+    if (out_offsets_cap < group_count + 1) {
+        status = EE_ERR_CAPACITY;
+        goto done;
+    }
+    status = state_keys_derive(&state_keys, &prep, query_id, layout_len);
+    if (status != EE_OK) goto done;
+    if (rows > 0) {
+        status = ee_group_ids_copy(&ids, group_ids, rows, group_count);
+        if (status != EE_OK) goto done;
+    }
+    if (state_count > 0) {
+        status = ee_group_ids_copy(&state_ids, state_groups, state_count, group_count);
+        if (status != EE_OK) goto done;
+    }
+    size_t cells = plan->output_count * group_count;
+    worker = (stage_worker){plan, prep.slot_keys, &in, ids, rows, 0, rows, group_count, NULL, 0,
+                            EE_OK};
+    worker.groups_cap = (cells + 1) * sizeof *worker.groups;
+    worker.groups = ee_secret_alloc(worker.groups_cap);
+    if (worker.groups == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    /* The earlier states first, then the rows, in row order. */
+    status = states_fold(worker.groups, group_count, plan, &state_keys, &states, state_ids);
+    if (status != EE_OK) goto done;
+    if (rows > 0) {
+        stage_work(&worker);
+        status = worker.status;
+        if (status != EE_OK) goto done;
+    }
+    /* A sum out of DECIMAL(38) range may still come back: only the final result is checked
+     * (stage_result), as in 5d. */
+    size_t each = state_len(plan);
+    sealed_cap = (group_count + 1) * each;
+    sealed = ee_secret_alloc(sealed_cap);
+    sealed_offsets = malloc((group_count + 1) * sizeof *sealed_offsets);
+    sealed_valid = malloc(group_count + 1);
+    if (sealed == NULL || sealed_offsets == NULL || sealed_valid == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    for (size_t g = 0; g < group_count; g++) {
+        uint8_t *v = sealed + g * each;
+        sealed_offsets[g] = (int64_t)(g * each);
+        sealed_valid[g] = 1;
+        v[0] = EE_STAGE_STATE_VERSION;
+        v[1] = (uint8_t)plan->output_count;
+        for (size_t o = 0; o < plan->output_count; o++) {
+            const expr_group *from = &worker.groups[o * group_count + g];
+            uint8_t *e = v + STATE_HEADER + STATE_OUTPUT * o;
+            uint64_t bits;
+            memcpy(&bits, &from->float_sum, 8);
+            put_le(e, (u128)from->sum, 16);
+            put_le(e + 16, bits, 8);
+            put_le(e + 24, (u128)(uint64_t)from->count, 8);
+        }
+    }
+    sealed_offsets[group_count] = (int64_t)(group_count * each);
+    status = ee_encrypt_values(out_data, out_data_cap, out_data_len, out_offsets, &state_keys, 0,
+                               sealed, sealed_offsets, sealed_valid, group_count);
+done:
+    ee_secret_free(worker.groups, worker.groups_cap);
+    ee_secret_free(sealed, sealed_cap);
+    ee_wipe(&state_keys, sizeof state_keys);
+    stage_release(&prep);
+    free(sealed_offsets);
+    free(sealed_valid);
+    free(ids);
+    free(state_ids);
+    return status;
+}
+
+ee_status ee_enclave_stage_finish(uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
+                                  int64_t *out_offsets, size_t out_offsets_cap,
+                                  uint64_t query_id, const uint8_t *layout, size_t layout_len,
+                                  const int32_t *state_offsets, size_t state_offsets_len,
+                                  const uint8_t *state_data, size_t state_data_len,
+                                  const uint8_t *state_validity, size_t state_validity_len,
+                                  size_t state_count) {
+    ee_status status;
+    stage_prepared prep;
+    ee_cell_keys state_keys;
+    expr_group *groups = NULL;
+    uint8_t *results = NULL, *result_valid = NULL;
+    int64_t *result_offsets = NULL;
+    size_t groups_cap = 0, results_cap = 0;
+    memset(&state_keys, 0, sizeof state_keys);
+    ee_input states = {state_offsets, state_offsets_len, state_data, state_data_len,
+                       state_validity, state_validity_len, 0, state_count};
+
+    memset(&prep, 0, sizeof prep);
+    if (out_data_len == NULL || out_offsets == NULL || (out_data == NULL && out_data_cap > 0) ||
+        state_count > (size_t)INT32_MAX) {
+        return EE_ERR_ARGUMENT;
+    }
+    status = stage_prepare(&prep, query_id, layout, layout_len);
+    if (status != EE_OK) goto done;
+    const stage_plan *plan = prep.plan;
+    size_t cells = plan->output_count * state_count;
+    if (out_offsets_cap < cells + 1) {
+        status = EE_ERR_CAPACITY;
+        goto done;
+    }
+    status = state_keys_derive(&state_keys, &prep, query_id, layout_len);
+    if (status != EE_OK) goto done;
+    groups_cap = (cells + 1) * sizeof *groups;
+    groups = ee_secret_alloc(groups_cap);
+    results_cap = (cells + 1) * 17;
+    results = ee_secret_alloc(results_cap);
+    result_offsets = malloc((cells + 1) * sizeof *result_offsets);
+    result_valid = malloc(cells + 1);
+    if (groups == NULL || results == NULL || result_offsets == NULL || result_valid == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    status = states_fold(groups, state_count, plan, &state_keys, &states, NULL);
+    if (status != EE_OK) goto done;
+    /* As ee_enclave_aggregate_stage: every result first, then each output's cells. */
+    size_t pos = 0;
+    for (size_t c = 0; c < cells; c++) {
+        size_t len;
+        result_offsets[c] = (int64_t)pos;
+        status = stage_result(results + pos, &len, &plan->outputs[c / state_count], &groups[c]);
+        if (status != EE_OK) goto done;
+        result_valid[c] = len > 0;
+        pos += len;
+    }
+    result_offsets[cells] = (int64_t)pos;
+    size_t written = 0;
+    for (size_t o = 0; o < plan->output_count; o++) {
+        size_t first = o * state_count, used = 0;
+        uint8_t *into = out_data == NULL ? NULL : out_data + written;
+        status = ee_encrypt_values(into, out_data_cap - written, &used, out_offsets + first,
+                                   &prep.result_keys[o], 0, results, result_offsets + first,
+                                   result_valid + first, state_count);
+        if (status != EE_OK) goto done;
+        for (size_t g = 0; g <= state_count; g++) out_offsets[first + g] += (int64_t)written;
+        written += used;
+    }
+    *out_data_len = written;
+done:
+    ee_secret_free(groups, groups_cap);
+    ee_secret_free(results, results_cap);
+    ee_wipe(&state_keys, sizeof state_keys);
+    stage_release(&prep);
+    free(result_offsets);
+    free(result_valid);
     return status;
 }

@@ -685,6 +685,176 @@ static void test_stage_overflow(test_client *c) {
     CHECK(ee_enclave_end_query(q) == EE_OK);
 }
 
+/* ---- Sealed stage states (5e) ----------------------------------------------------------------- */
+
+/* A sealed-state array (Arrow binary) built from the entries of earlier accumulate outputs. */
+typedef struct sealed {
+    uint8_t data[4096];
+    int32_t offsets[17];
+    uint8_t validity[3];
+    size_t count, len;
+} sealed;
+
+static void sealed_add(sealed *s, const uint8_t *data, const int64_t *offsets, size_t i) {
+    size_t n = (size_t)(offsets[i + 1] - offsets[i]);
+    if (s->count == 0) s->offsets[0] = 0;
+    memcpy(s->data + s->len, data + offsets[i], n);
+    s->len += n;
+    if (n > 0) s->validity[s->count / 8] |= (uint8_t)(1u << (s->count % 8));
+    s->offsets[++s->count] = (int32_t)s->len;
+}
+
+static void sealed_null(sealed *s) {
+    if (s->count == 0) s->offsets[0] = 0;
+    s->offsets[++s->count] = (int32_t)s->len;
+}
+
+static ee_status accumulate(uint64_t q, const layout *l, const entries *e, const int64_t *groups,
+                            size_t rows, const sealed *in, const int64_t *state_groups,
+                            size_t group_count, uint8_t *out, size_t out_cap, int64_t *offsets) {
+    static const int32_t none[1] = {0};
+    size_t out_len = 0;
+    return ee_enclave_stage_accumulate(
+        out, out_cap, &out_len, offsets, group_count + 1, q, l->bytes, l->len,
+        e == NULL ? none : e->offsets, e == NULL ? 1 : e->count + 1, e == NULL ? NULL : e->data,
+        e == NULL ? 0 : e->len, e == NULL ? NULL : e->validity, e == NULL ? 0 : sizeof e->validity,
+        0, e == NULL ? 0 : e->count, groups, rows, in == NULL ? none : in->offsets,
+        in == NULL ? 1 : in->count + 1, in == NULL ? NULL : in->data, in == NULL ? 0 : in->len,
+        in == NULL ? NULL : in->validity, in == NULL ? 0 : sizeof in->validity,
+        in == NULL ? 0 : in->count, state_groups, in == NULL ? 0 : in->count, group_count);
+}
+
+static ee_status finish(uint64_t q, const layout *l, const sealed *in, uint8_t *out,
+                        size_t out_cap, int64_t *offsets, size_t offsets_cap, size_t *out_len) {
+    return ee_enclave_stage_finish(out, out_cap, out_len, offsets, offsets_cap, q, l->bytes,
+                                   l->len, in->offsets, in->count + 1, in->data, in->len,
+                                   in->validity, sizeof in->validity, in->count);
+}
+
+/* The stage of test_stage_shares_slots folded in two halves and merged gives exactly the
+ * plaintexts of the one-call stage; a forged, foreign or tampered state is EE_ERR_AUTH. */
+static void test_stage_states(test_client *c) {
+    program p;
+    price_times_one_minus_discount(&p);
+    test_grant grants[] = {{1, EE_OP_SUM, EE_TYPE_DECIMAL, NULL, 0},
+                           {1, EE_OP_AVG, EE_TYPE_DECIMAL, NULL, 0},
+                           {1, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, p.bytes, p.len}};
+    uint64_t q = begin(c, grants, 3);
+    entries e = {0};
+    entry_decimal(&e, CEK1, 10000);
+    entry_decimal(&e, CEK1, 2050);
+    entry_decimal(&e, CEK1, 700);
+    entry_decimal(&e, CEK1, -300);
+    entry_decimal(&e, CEK1, 5);
+    entry_decimal(&e, CEK1, 10);
+    entry_add(&e, NULL, NULL, 0);
+    entry_decimal(&e, CEK1, 50);
+    uint8_t zero[1] = {0}, one[1] = {1}, both[2] = {0, 1};
+    layout l;
+    layout_begin(&l, 2, 3);
+    layout_output(&l, EE_OP_SUM, EE_TYPE_DECIMAL, 1, 2, NULL, zero, 1);
+    layout_output(&l, EE_OP_AVG, EE_TYPE_DECIMAL, 1, 2, NULL, one, 1);
+    layout_output(&l, EE_OP_SUM_EXPR, EE_TYPE_DECIMAL, 1, 0, &p, both, 2);
+
+    /* The reference: the one-call stage over groups 0, 0, 1, 2. */
+    int64_t groups[4] = {0, 0, 1, 2};
+    uint8_t want_cells[2048], want[2048], got_cells[2048], got[2048];
+    int64_t want_offsets[16], want_plain[16], got_offsets[16], got_plain[16];
+    size_t want_len = 0, got_len = 0;
+    CHECK(run_stage(q, &l, STAGE_ENTRIES(&e), groups, 4, 3, want_cells, sizeof want_cells,
+                    want_offsets, 10, &want_len) == EE_OK);
+    decrypt_many(want_cells, want_len, want_offsets, 9, want, want_plain);
+
+    /* Half the rows each (the others skipped with -1), then one merge of both halves' states. */
+    int64_t first[4] = {0, -1, 1, -1}, second[4] = {-1, 0, -1, 2};
+    uint8_t a[2048], b[2048], merged[2048];
+    int64_t a_offsets[8], b_offsets[8], merged_offsets[8];
+    CHECK(accumulate(q, &l, &e, first, 4, NULL, NULL, 3, a, sizeof a, a_offsets) == EE_OK);
+    CHECK(accumulate(q, &l, &e, second, 4, NULL, NULL, 3, b, sizeof b, b_offsets) == EE_OK);
+    CHECK(a_offsets[1] - a_offsets[0] == 65 + 32 * 3); /* the length depends on the layout */
+    sealed both_halves = {0};
+    for (size_t g = 0; g < 3; g++) sealed_add(&both_halves, a, a_offsets, g);
+    for (size_t g = 0; g < 3; g++) sealed_add(&both_halves, b, b_offsets, g);
+    int64_t targets[6] = {0, 1, 2, 0, 1, 2};
+    CHECK(accumulate(q, &l, NULL, NULL, 0, &both_halves, targets, 3, merged, sizeof merged,
+                     merged_offsets) == EE_OK);
+    sealed states = {0};
+    for (size_t g = 0; g < 3; g++) sealed_add(&states, merged, merged_offsets, g);
+    CHECK(finish(q, &l, &states, got_cells, sizeof got_cells, got_offsets, 10, &got_len) ==
+          EE_OK);
+    decrypt_many(got_cells, got_len, got_offsets, 9, got, got_plain);
+    for (size_t i = 0; i <= 9; i++) CHECK(got_plain[i] == want_plain[i]);
+    CHECK(memcmp(got, want, (size_t)want_plain[9]) == 0);
+
+    /* A missing state is an empty group: every output null. */
+    sealed with_null = {0};
+    sealed_add(&with_null, merged, merged_offsets, 0);
+    sealed_null(&with_null);
+    CHECK(finish(q, &l, &with_null, got_cells, sizeof got_cells, got_offsets, 7, &got_len) ==
+          EE_OK);
+    CHECK(got_offsets[2] == got_offsets[1] && got_offsets[4] == got_offsets[3] &&
+          got_offsets[6] == got_offsets[5] && got_offsets[1] > got_offsets[0]);
+
+    /* A flipped byte, a state of another query, a target out of range, a layout not granted. */
+    sealed tampered = states;
+    tampered.data[10] ^= 1;
+    CHECK(finish(q, &l, &tampered, got_cells, sizeof got_cells, got_offsets, 10, &got_len) ==
+          EE_ERR_AUTH);
+    uint64_t q2 = begin(c, grants, 3);
+    CHECK(finish(q2, &l, &states, got_cells, sizeof got_cells, got_offsets, 10, &got_len) ==
+          EE_ERR_AUTH);
+    CHECK(ee_enclave_end_query(q2) == EE_OK);
+    layout shorter;
+    layout_begin(&shorter, 1, 1);
+    layout_output(&shorter, EE_OP_SUM, EE_TYPE_DECIMAL, 1, 2, NULL, zero, 1);
+    CHECK(finish(q, &shorter, &states, got_cells, sizeof got_cells, got_offsets, 10,
+                 &got_len) == EE_ERR_AUTH); /* another layout's key */
+    int64_t far[6] = {0, 1, 3, 0, 1, 2};
+    CHECK(accumulate(q, &l, NULL, NULL, 0, &both_halves, far, 3, merged, sizeof merged,
+                     merged_offsets) == EE_ERR_ARGUMENT);
+    layout foreign;
+    layout_begin(&foreign, 1, 1);
+    layout_output(&foreign, EE_OP_SUM, EE_TYPE_DECIMAL, 2, 2, NULL, zero, 1);
+    CHECK(accumulate(q, &foreign, NULL, NULL, 0, NULL, NULL, 1, merged, sizeof merged,
+                     merged_offsets) == EE_ERR_NOT_AUTHORIZED);
+    /* A tampered cell among the rows. */
+    entries bad = e;
+    bad.data[bad.offsets[1] - 1] ^= 1;
+    CHECK(accumulate(q, &l, &bad, groups, 4, NULL, NULL, 3, a, sizeof a, a_offsets) ==
+          EE_ERR_AUTH);
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+    /* After the query ends its states open nowhere. */
+    CHECK(finish(q, &l, &states, got_cells, sizeof got_cells, got_offsets, 10, &got_len) ==
+          EE_ERR_QUERY);
+}
+
+/* Overflow: partial sums may leave DECIMAL(38) on the way; the finished result may not. */
+static void test_stage_states_overflow(test_client *c) {
+    test_grant grants[] = {{1, EE_OP_SUM, EE_TYPE_DECIMAL, NULL, 0}};
+    uint64_t q = begin(c, grants, 1);
+    uint8_t zero[1] = {0};
+    layout l;
+    layout_begin(&l, 1, 1);
+    layout_output(&l, EE_OP_SUM, EE_TYPE_DECIMAL, 1, 0, NULL, zero, 1);
+    /* 6 * 10^37, twice: 1.2 * 10^38 is no DECIMAL(38). */
+    uint8_t big[17] = {1};
+    unsigned __int128 v = (unsigned __int128)6;
+    for (int i = 0; i < 37; i++) v *= 10;
+    for (int i = 0; i < 16; i++) big[1 + i] = (uint8_t)(v >> (8 * i));
+    entries e = {0};
+    entry_add(&e, CEK1, big, 17);
+    entry_add(&e, CEK1, big, 17);
+    int64_t groups[2] = {0, 0};
+    uint8_t out[2048], cells[2048];
+    int64_t offsets[4], cell_offsets[4];
+    size_t len = 0;
+    CHECK(accumulate(q, &l, &e, groups, 2, NULL, NULL, 1, out, sizeof out, offsets) == EE_OK);
+    sealed states = {0};
+    sealed_add(&states, out, offsets, 0);
+    CHECK(finish(q, &l, &states, cells, sizeof cells, cell_offsets, 2, &len) == EE_ERR_OVERFLOW);
+    CHECK(ee_enclave_end_query(q) == EE_OK);
+}
+
 int main(void) {
     snprintf(platform_dir, sizeof platform_dir, "/tmp/ee_platform_XXXXXX");
     if (mkdtemp(platform_dir) == NULL) return 1;
@@ -698,6 +868,8 @@ int main(void) {
     test_stage_shares_slots(&c);
     test_stage_threads(&c);
     test_stage_overflow(&c);
+    test_stage_states(&c);
+    test_stage_states_overflow(&c);
     CHECK(ee_enclave_close_session(c.session_id) == EE_OK);
     CHECK(ee_test_secret_outstanding() == 0);
     test_remove_platform_dir(platform_dir);

@@ -230,8 +230,53 @@ def test_one_stage_call_decrypts_each_column_once(
     databases: tuple[Connection, duckdb.DuckDBPyConnection], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # TPC-H Q1's shape: seven SUM and AVG over three encrypted columns and one plaintext one.
+    # On the LIST path (no native stage aggregate) they go to the enclave in one stage call.
+    monkeypatch.setenv("ENCLAVESQL_NATIVE_AGGREGATES", "0")
     _load(databases, [(g, g + 1, decimal.Decimal("10.25") * g, decimal.Decimal("0.0500"),
                        0.25, 3, decimal.Decimal("0.080"), 1.0) for g in range(3)])  # fmt: skip
+    calls = _count_gateway_calls(monkeypatch)
+    _check(databases, Q1_SHAPE)
+    assert len(calls["aggregate_stage"]) == 1
+    assert calls["aggregate"] == calls["aggregate_expression"] == []
+    (query_id, layout, slots, group_ids, group_count, outputs) = calls["aggregate_stage"][0]
+    # ei, ed2, ed4 and the normalized pd: each handed over once, for seven outputs.
+    assert (len(slots), outputs, group_count) == (4, 7, 3)
+    assert layout[:3] == bytes([1, 4, 7])
+
+
+def test_the_native_stage_aggregate_runs_the_same_stage(
+    databases: tuple[Connection, duckdb.DuckDBPyConnection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the native extension the same seven outputs run as one __ee_stage_4 aggregate over
+    # the four slots inside DuckDB: no LIST reaches the host and no gateway aggregate call runs.
+    ours, _ = databases
+    if not ours._host.native_filters:
+        pytest.skip("the native extension is not loaded")
+    monkeypatch.setenv("ENCLAVESQL_NATIVE_AGGREGATES", "1")
+    _load(databases, [(g % 3, g, decimal.Decimal("10.25") * g, decimal.Decimal("0.0500"),
+                       0.25, 3, decimal.Decimal("0.080"), 1.0) for g in range(5000)])  # fmt: skip
+    calls = _count_gateway_calls(monkeypatch)
+    statements: list[str] = []
+    original = Host._run
+
+    def run(self: Host, sql: str, parameters: Any) -> Any:
+        statements.append(sql)
+        return original(self, sql, parameters)
+
+    monkeypatch.setattr(Host, "_run", run)
+    _check(databases, Q1_SHAPE)
+    assert calls == {"aggregate_stage": [], "aggregate": [], "aggregate_expression": []}
+    assert sum(sql.count("__EE_STAGE_4(") for sql in statements) == 1
+    assert not any("LIST(" in sql for sql in statements)
+
+
+Q1_SHAPE = (
+    "SELECT g, SUM(ei), SUM(ed2), SUM(ed2 * (1 - ed4)), SUM(ed2 * (1 - ed4) * (1 + pd)), "
+    "AVG(ei), AVG(ed2), AVG(ed4), COUNT(*) FROM t GROUP BY g ORDER BY g"
+)
+
+
+def _count_gateway_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     calls: dict[str, list[Any]] = {
         "aggregate_stage": [],
         "aggregate": [],
@@ -249,17 +294,7 @@ def test_one_stage_call_decrypts_each_column_once(
 
     for name in calls:
         monkeypatch.setattr(EnclaveGateway, name, counting(name))
-    sql = (
-        "SELECT g, SUM(ei), SUM(ed2), SUM(ed2 * (1 - ed4)), SUM(ed2 * (1 - ed4) * (1 + pd)), "
-        "AVG(ei), AVG(ed2), AVG(ed4), COUNT(*) FROM t GROUP BY g ORDER BY g"
-    )
-    _check(databases, sql)
-    assert len(calls["aggregate_stage"]) == 1
-    assert calls["aggregate"] == calls["aggregate_expression"] == []
-    (query_id, layout, slots, group_ids, group_count, outputs) = calls["aggregate_stage"][0]
-    # ei, ed2, ed4 and the normalized pd: each handed over once, for seven outputs.
-    assert (len(slots), outputs, group_count) == (4, 7, 3)
-    assert layout[:3] == bytes([1, 4, 7])
+    return calls
 
 
 # ---- fixed cases ---------------------------------------------------------------------------
@@ -364,9 +399,13 @@ def test_unsupported_constructs_are_refused_by_name(
 # ---- what the host sees -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("native", ["1", "0"])
 def test_the_host_sees_no_plaintext_aggregate(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: str
 ) -> None:
+    # On both paths: the LIST path's gateway calls, and the native stage aggregate's results
+    # (every table the host's DuckDB returns, sealed states never leave it).
+    monkeypatch.setenv("ENCLAVESQL_NATIVE_AGGREGATES", native)
     keys = tmp_path / "keys"
     make_cmk(keys)
     monkeypatch.setenv("ENCLAVESQL_PLATFORM_DIR", str(tmp_path / "platform"))
@@ -388,6 +427,15 @@ def test_the_host_sees_no_plaintext_aggregate(
     # expression aggregate may still use its own call.
     for name in ("aggregate_expression", "aggregate_stage"):
         monkeypatch.setattr(EnclaveGateway, name, recording(name))
+    tables: list[Any] = []
+    original_run = Host._run
+
+    def run(self: Host, sql: str, parameters: Any) -> Any:
+        result = original_run(self, sql, parameters)
+        tables.append((sql, result.table.to_pylist() if result.table is not None else None))
+        return result
+
+    monkeypatch.setattr(Host, "_run", run)
     try:
         for statement in (*ENCLAVE_KEYS, _table(True)):
             connection.execute(statement)
@@ -408,10 +456,17 @@ def test_the_host_sees_no_plaintext_aggregate(
         assert charge == decimal.Decimal("16983901.411344")
         assert charge.as_tuple().exponent == -9
         assert average == pytest.approx(438271.6095, rel=1e-12)
-        assert seen, "the expression aggregate did not go through the enclave gateway"
-        haystack = b"".join(
-            pickle.dumps(call.arguments) + repr(call.arguments).encode() for call in host.calls
-        ) + b"".join(pickle.dumps(entry) + repr(entry).encode() for entry in seen)
+        if native == "0" or not host.host.native_filters:
+            assert seen, "the expression aggregate did not go through the enclave gateway"
+        else:
+            assert not seen and any("__EE_STAGE_" in sql for sql, _ in tables)
+        haystack = (
+            b"".join(
+                pickle.dumps(call.arguments) + repr(call.arguments).encode() for call in host.calls
+            )
+            + b"".join(pickle.dumps(entry) + repr(entry).encode() for entry in seen)
+            + b"".join(pickle.dumps(entry) + repr(entry).encode() for entry in tables)
+        )
         unscaled = int(charge.scaleb(9))
         needles = [
             str(charge).encode(),

@@ -324,8 +324,8 @@ def test_more_than_sixteen_operands_or_thirty_two_outputs_take_several_calls() -
 
 def test_stage_operator_codes_match_the_header() -> None:
     binding = pytest.importorskip("enclave.binding")
-    assert enclave_execution._STAGE_OPERATORS == (binding.OP_SUM, binding.OP_AVG)
+    assert enclave_execution.STAGE_OPERATORS == (binding.OP_SUM, binding.OP_AVG)
     lib = binding._lib
-    assert enclave_execution._STAGE_MAX_OUTPUTS == lib.EE_STAGE_MAX_OUTPUTS
-    assert enclave_execution._STAGE_MAX_SLOTS == lib.EE_EXPR_MAX_SLOTS
+    assert enclave_execution.STAGE_MAX_OUTPUTS == lib.EE_STAGE_MAX_OUTPUTS
+    assert enclave_execution.STAGE_MAX_SLOTS == lib.EE_EXPR_MAX_SLOTS
     assert enclave_execution._STAGE_LAYOUT_VERSION == lib.EE_STAGE_LAYOUT_VERSION
