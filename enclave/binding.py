@@ -3,7 +3,8 @@
 It checks the ABI version at import, moves Arrow arrays into and out of the C batch calls of the
 cell codec and of the enclave (sessions, query contexts, operators) without per-row Python, and
 maps every native status to a PEP 249 exception. It must never put key bytes, plaintext or
-ciphertext into an exception message, and never loop over rows itself.
+ciphertext into an exception message, and never loop over rows itself, except to lay out the
+few Python values of encrypt_values and decrypt_values for one batch call.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ __all__ = [
     "encrypt_cells",
     "encrypt_cells_with_ivs",
     "decrypt_cells",
+    "encrypt_values",
+    "decrypt_values",
     "derive_cell_keys",
     "codec_implementation",
     "use_codec_implementation",
@@ -495,6 +498,105 @@ def decrypt_cells(key: CellKey, cells: Any) -> Any:
     # The failing row index stays internal: a message naming it would help an attacker probe.
     _raise_for(status, "decrypting cells")
     return _build_result(rows, out)
+
+
+def _values_layout(values: Sequence[bytes]) -> tuple[Any, int, Any, int]:
+    """(offsets, offsets_len, data, data_len) of the C batch layout for Python bytes values."""
+    offsets = [0]
+    for value in values:
+        offsets.append(offsets[-1] + len(value))
+    if offsets[-1] > _INT32_MAX:
+        raise NotSupportedError("the values hold more than 2 GiB; use the batch functions")
+    data = b"".join(values)
+    return _ffi.new("int32_t[]", offsets), len(offsets), data or _ffi.NULL, len(data)
+
+
+def _split_output(
+    out: Any, out_offsets: Any, values: Sequence[bytes | None], count: int
+) -> list[bytes | None]:
+    """The native output of the non-null values, put back in place among the Nones."""
+    ends = _ffi.unpack(out_offsets, count + 1)
+    raw = _ffi.buffer(out, ends[-1])[:]
+    produced = iter([raw[ends[i] : ends[i + 1]] for i in range(count)])
+    return [None if value is None else next(produced) for value in values]
+
+
+def encrypt_values(
+    key: CellKey, plaintexts: Sequence[bytes | None], *, deterministic: bool
+) -> list[bytes | None]:
+    """``encrypt_cells`` for a few Python bytes values (None stays None), in one native call
+    without Arrow or numpy: the same cells, for the one or two values of a statement.
+
+    >>> with CellKey(bytes(32)) as key:
+    ...     cells = encrypt_values(key, [b"abc", None], deterministic=True)
+    ...     cells[0] == encrypt_cells(key, pa.array([b"abc"]), deterministic=True)[0].as_py()
+    True
+    """
+    key_id = key._require_id()
+    present = [value for value in plaintexts if value is not None]
+    count = len(present)
+    if count == 0:
+        return [None] * len(plaintexts)
+    capacity = sum(_CELL_OVERHEAD + 16 * (len(value) // 16 + 1) for value in present)
+    out = _ffi.new("uint8_t[]", capacity)
+    out_len = _ffi.new("size_t *")
+    out_offsets = _ffi.new("int64_t[]", count + 1)
+    mode = _lib.EE_CELL_DETERMINISTIC if deterministic else _lib.EE_CELL_RANDOMIZED
+    status = _lib.ee_cell_encrypt_batch(
+        out,
+        capacity,
+        out_len,
+        out_offsets,
+        count + 1,
+        key_id,
+        mode,
+        *_values_layout(present),
+        _ffi.NULL,
+        0,
+        0,
+        count,
+        _ffi.NULL,
+        0,
+    )
+    _raise_for(status, "encrypting cells")
+    return _split_output(out, out_offsets, plaintexts, count)
+
+
+def decrypt_values(key: CellKey, cells: Sequence[bytes | None]) -> list[bytes | None]:
+    """``decrypt_cells`` for a few Python bytes values (None stays None), in one native call
+    without Arrow or numpy. Any bad cell raises CellAuthenticationError, as there.
+
+    >>> with CellKey(bytes(32)) as key:
+    ...     decrypt_values(key, encrypt_values(key, [b"abc", None], deterministic=False))
+    [b'abc', None]
+    """
+    key_id = key._require_id()
+    present = [cell for cell in cells if cell is not None]
+    count = len(present)
+    if count == 0:
+        return [None] * len(cells)
+    capacity = sum(max(len(cell) - _CELL_OVERHEAD, 0) for cell in present)
+    out = _ffi.new("uint8_t[]", max(capacity, 1))
+    out_len = _ffi.new("size_t *")
+    out_offsets = _ffi.new("int64_t[]", count + 1)
+    failed_row = _ffi.new("size_t *")
+    status = _lib.ee_cell_decrypt_batch(
+        out,
+        capacity,
+        out_len,
+        out_offsets,
+        count + 1,
+        failed_row,
+        key_id,
+        *_values_layout(present),
+        _ffi.NULL,
+        0,
+        0,
+        count,
+    )
+    # The failing row index stays internal, as in decrypt_cells.
+    _raise_for(status, "decrypting cells")
+    return _split_output(out, out_offsets, cells, count)
 
 
 def derive_cell_keys(root_key: bytes) -> tuple[bytes, bytes, bytes]:

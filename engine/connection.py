@@ -206,7 +206,7 @@ class Connection:
         snapshot = self._current_snapshot()
         prepared = self._client.prepare(text, snapshot, enclave_available=self._enclave)
         host_plan = self._host.describe(prepared.host_text)
-        self._client.check_host_plan(prepared, host_plan)
+        self._client.accept_host_plan(prepared, host_plan)
         return prepared, host_plan, snapshot
 
     def _run(self, sql: str, parameters: Sequence[object]) -> StatementResult:

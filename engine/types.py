@@ -7,6 +7,7 @@ and their properties; it must not import anything of theirs, touch values, or do
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 
@@ -246,7 +247,7 @@ class SqlType:
             return str(self)
         return _FAMILIES[self.name].duckdb
 
-    @property
+    @functools.cached_property
     def arrow_type(self) -> pa.DataType:
         """The PyArrow type that plaintext values of this column have (as DuckDB exports them)."""
         if self.name in _INTEGER_ARROW:
@@ -318,6 +319,13 @@ def parse_sql_type(text: str) -> SqlType:
     """
     if not isinstance(text, str):
         raise ProgrammingError(f"a column type must be given as text, not {type(text).__name__}")
+    return _parse_sql_type(text)
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_sql_type(text: str) -> SqlType:
+    """parse_sql_type, kept per spelling (a statement parses the same types on every run; a
+    spelling that raises is not kept)."""
     cleaned = " ".join(text.upper().split())
     match = _DECLARATION.match(cleaned)
     if match is None:

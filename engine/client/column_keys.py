@@ -14,12 +14,13 @@ import struct
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.hmac import HMAC
 
-from engine.client.cek_cache import CekCache
+from engine.client.cek_cache import CacheKey, CekCache, ColumnKey
 from engine.client.cmk_metadata import verify_cmk_metadata
 from engine.client.keystores.pkcs11_uri import redact_pkcs11_uri
 from engine.client.keystores.registry import KeyStoreRegistry
@@ -31,6 +32,7 @@ _KEY_CHECK_LABEL = b"EnclaveSQL CEK check v1\x00"
 # Successful CMK metadata verifications remembered per resolver; far more than any catalog holds,
 # and the set starts over when full rather than growing without bound.
 _VERIFIED_METADATA_MAX = 4096
+_RECENT_MAX = 1024
 
 
 def cek_key_check(cek: bytes, cek_name: str) -> bytes:
@@ -94,6 +96,9 @@ class ColumnKeyResolver:
         # are never added, so a tampered row is refused every time.
         self._verified_metadata: set[bytes] = set()
         self._verified_lock = threading.Lock()
+        # Per (CEK name, native): the values last seen and where the one that worked is
+        # cached (see column_key_checked). Never key bytes.
+        self._recent: dict[tuple[str, bool], tuple[tuple[object, ...], CacheKey, str, bytes]] = {}
 
     def check_trusted(self, cmk_key_path: str, *, cmk_name: str | None = None) -> None:
         """Raise OperationalError when a trusted-path list is set and does not hold the path."""
@@ -146,16 +151,55 @@ class ColumnKeyResolver:
         CEK ``cek_name``: a value counts only if its key verifies against its key check.
 
         That catches another CEK's genuine envelope (same CMK, so it unwraps) put in this
-        CEK's place by the host; the check runs on every call, so no failure is cached.
+        CEK's place by the host. A check that passed is remembered with the cached key (for
+        that name and check only); a failure never is, so a swapped value fails every time.
         """
+        return self.column_key_checked(cek_name, values, native=False).cek
 
-        def attempt(provider: str, key_path: str, envelope: bytes, check: bytes | None) -> bytes:
+    def column_key_checked(
+        self,
+        cek_name: str,
+        values: Sequence[tuple[str, str, bytes, bytes | None]],
+        *,
+        native: bool = True,
+    ) -> ColumnKey:
+        """``cek_for_checked`` as a ColumnKey; with ``native`` it carries the cache's key
+        loaded into the native codec, so the codec need not load it on every call.
+
+        The value that worked last for the name is remembered (its cache key and check id,
+        no key bytes): while the cache still holds that key with its check passed, the same
+        values find it again without hashing envelopes or trying values in turn.
+        """
+        values = tuple(values)
+        recent = self._recent.get((cek_name, native))
+        if recent is not None and recent[0] == values:
+            recalled = self._cache.recall(*recent[1:], native=native)
+            if recalled is not None:
+                return recalled
+
+        def attempt(
+            provider_name: str, key_path: str, envelope: bytes, check: bytes | None
+        ) -> ColumnKey:
             if check is None:
                 # Refuse before touching the key store: the value was not made by a client.
                 raise CellAuthenticationError()
-            cek = self.cek_for(provider, key_path, envelope)
-            verify_cek_key_check(cek, cek_name, check)
-            return cek
+            self.check_trusted(key_path)
+            provider = self._registry.get(provider_name)
+            check_id = _check_id(cek_name, check)
+            found = self._cache.get_or_load_checked(
+                provider_name,
+                key_path,
+                envelope,
+                lambda: provider.unwrap_cek(key_path, envelope),
+                partial(_verify_check, cek_name, check),
+                check_id,
+                native=native,
+            )
+            if len(self._recent) >= _RECENT_MAX:
+                self._recent.clear()
+            cache_key = CekCache.key(provider_name, key_path, envelope)
+            self._recent[(cek_name, native)] = (values, cache_key, provider_name, check_id)
+            return found
 
         return _first_that_works([partial(attempt, *value) for value in values])
 
@@ -213,6 +257,7 @@ class ColumnKeyResolver:
     def clear_cache(self) -> None:
         """Forget (and zero) every cached CEK, and every remembered metadata verification."""
         self._cache.clear()
+        self._recent.clear()
         with self._verified_lock:
             self._verified_metadata.clear()
 
@@ -253,7 +298,20 @@ def _metadata_fingerprint(
     return digest.digest()
 
 
-def _first_that_works(attempts: Sequence[Callable[[], bytes]]) -> bytes:
+def _verify_check(cek_name: str, key_check: bytes, cek: bytes) -> None:
+    verify_cek_key_check(cek, cek_name, key_check)
+
+
+def _check_id(cek_name: str, key_check: bytes) -> bytes:
+    """What a passed key check is remembered by: the name as compared, and the check."""
+    name = cek_name.casefold().encode("utf-8")
+    return struct.pack("<Q", len(name)) + name + bytes(key_check)
+
+
+_T = TypeVar("_T")
+
+
+def _first_that_works(attempts: Sequence[Callable[[], _T]]) -> _T:
     """The result of the first attempt that returns (see ColumnKeyResolver.cek_for_any)."""
     if not attempts:
         raise OperationalError(

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.client.codec import encrypt_column
+from engine.client.codec import CodecKey, encrypt_column, encrypt_values
 from engine.errors import ProgrammingError
 from engine.sql.plan import EncryptionTarget, ParameterSpec
 from engine.sql.rewrite_inexact_comparisons import exact_comparand
@@ -23,6 +23,7 @@ from engine.sql.tag_columns import cell_tag, cell_tags
 from engine.types import parse_sql_type
 
 __all__ = [
+    "CodecKeyLookup",
     "KeyLookup",
     "coerce_text",
     "encrypt_parameter_columns",
@@ -31,6 +32,9 @@ __all__ = [
 
 KeyLookup = Callable[[str], bytes]
 """Returns the plaintext CEK named by a ``cek_name``."""
+
+CodecKeyLookup = Callable[[str], CodecKey]
+"""Returns the CEK named by a ``cek_name`` as the codec takes it (bytes or a ColumnKey)."""
 
 # executemany encrypts its columns in parallel from this many rows on (below, threads cost more).
 _PARALLEL_ROWS = 4096
@@ -111,7 +115,7 @@ def _group_key(target: EncryptionTarget) -> tuple[str, str, str]:
 def encrypt_parameters(
     specs: Sequence[ParameterSpec],
     user: Sequence[object],
-    key_for: KeyLookup | None,
+    key_for: CodecKeyLookup | None,
 ) -> list[object]:
     """One value per spec; values with a target become cells. ``key_for`` None means
     column encryption is off, and any value with a target is refused.
@@ -146,7 +150,7 @@ def encrypt_parameters(
     for indices in groups.values():
         target = specs[indices[0]].target
         assert target is not None and key_for is not None
-        cells = encrypt_column(
+        cells = encrypt_values(
             coerce_text([values[i] for i in indices], target.declared_type),
             key_for(target.cek_name),
             target.encryption_type,
@@ -154,7 +158,7 @@ def encrypt_parameters(
             column=target.label,
         )
         for position, index in enumerate(indices):
-            values[index] = cells[position].as_py()
+            values[index] = cells[position]
     for index in unmatched:
         # The version byte kept, the rest random: to the host, like any other ciphertext.
         cell = values[index]
@@ -172,7 +176,7 @@ def encrypt_parameters(
 def encrypt_parameter_columns(
     specs: Sequence[ParameterSpec],
     rows: Sequence[Sequence[object]],
-    key_for: KeyLookup | None,
+    key_for: CodecKeyLookup | None,
 ) -> pa.Table | list[list[object]]:
     """executemany's parameters as columns ``p0 … pn``, each encrypted column in one native
     call. When a plaintext column's values do not fit one Arrow type, returns rows instead.
@@ -188,7 +192,7 @@ def encrypt_parameter_columns(
     columns: list[pa.Array] = []
     fits = True
     plain_columns: list[list[object]] = []
-    jobs: list[tuple[int, list[object], EncryptionTarget, bytes]] = []
+    jobs: list[tuple[int, list[object], EncryptionTarget, CodecKey]] = []
     # Rows to columns in one C-level pass (the rows all have one length, checked before).
     transposed = list(zip(*rows, strict=True)) if rows else []
     for spec in specs:
@@ -210,7 +214,7 @@ def encrypt_parameter_columns(
         jobs.append((len(columns), values, spec.target, key_for(spec.target.cek_name)))
         columns.append(pa.nulls(0))
 
-    def encrypt(job: tuple[int, list[object], EncryptionTarget, bytes]) -> pa.Array:
+    def encrypt(job: tuple[int, list[object], EncryptionTarget, CodecKey]) -> pa.Array:
         _, values, target, key = job
         return encrypt_column(
             coerce_text(values, target.declared_type),

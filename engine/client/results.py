@@ -7,21 +7,20 @@ It decrypts only columns the client's own plan marks; it must not log or keep va
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import pyarrow as pa
 
-from engine.client.codec import decrypt_column
-from engine.client.parameters import KeyLookup
+from engine.client.codec import CodecKey, decrypt_column
+from engine.client.parameters import CodecKeyLookup
 from engine.sql.plan import ResultColumn
-from engine.types import SqlType, parse_sql_type
+from engine.types import parse_sql_type
 
 __all__ = ["decrypt_result", "name_result"]
 
 
 def decrypt_result(
-    table: pa.Table, columns: Sequence[ResultColumn], key_for: KeyLookup
+    table: pa.Table, columns: Sequence[ResultColumn], key_for: CodecKeyLookup
 ) -> pa.Table:
     """``table`` with every column whose ResultColumn has a target decrypted.
 
@@ -35,30 +34,27 @@ def decrypt_result(
     >>> plain.column("n").to_pylist()
     ['Zoë', None]
     """
-    arrays = list(table.columns)
-    fields = list(table.schema)
-    keys: dict[str, bytes] = {}  # one lookup (and key check) per CEK, not per column
+    keys: dict[str, CodecKey] = {}  # one lookup (and key check) per CEK, not per column
+    names = table.column_names
     for index, column in enumerate(columns):
         target = column.target
-        if target is None or index >= len(arrays):
+        if target is None or index >= len(names):
             continue
-        declared = _declared(target.declared_type)
+        declared = parse_sql_type(target.declared_type)
         key = keys.get(target.cek_name)
         if key is None:
             key = keys[target.cek_name] = key_for(target.cek_name)
         chunks = [
             decrypt_column(chunk, key, declared, column=target.label)
-            for chunk in arrays[index].chunks
+            for chunk in table.column(index).chunks
         ]
-        arrays[index] = pa.chunked_array(chunks, type=declared.arrow_type)
-        fields[index] = pa.field(fields[index].name, declared.arrow_type)
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-
-
-@functools.lru_cache(maxsize=256)
-def _declared(declared_type: str) -> SqlType:
-    """``parse_sql_type``, kept per spelling: a warm query decrypts the same types each run."""
-    return parse_sql_type(declared_type)
+        # Column by column, without rebuilding the table (no data is copied either way).
+        table = table.set_column(
+            index,
+            pa.field(names[index], declared.arrow_type),
+            pa.chunked_array(chunks, type=declared.arrow_type),
+        )
+    return table
 
 
 def name_result(table: pa.Table, columns: Sequence[ResultColumn]) -> pa.Table:
