@@ -1,9 +1,10 @@
 """Loads the native enclave-predicate extension (enclavesql_udfs.duckdb_extension) into DuckDB.
 
 The file is built by ``python -m enclave.build_duckdb_extension``. Before DuckDB loads it, this
-module opens the same file through cffi and hands it the enclave's ``ee_enclave_compare_and``
-from the already loaded enclave library, so both share one set of enclave sessions. It also
-mirrors the host's constant table into the extension and reads back a failed query's status.
+module opens the same file through cffi and hands it the enclave's
+``ee_enclave_compare_and_views`` from the already loaded enclave library, so both share one set
+of enclave sessions. It also mirrors the host's constant table into the extension and reads
+back a failed query's status.
 It must not load anything but that one file, and never passes key or plaintext bytes.
 """
 
@@ -29,13 +30,13 @@ __all__ = [
 
 EXTENSION_PATH = Path(__file__).resolve().parent / "enclavesql_udfs.duckdb_extension"
 # The cffi-level ABI of the file (EE_DUCKDB_ABI in enclavesql_udfs.c).
-_ABI = 2
+_ABI = 3
 # Set ENCLAVESQL_NATIVE_UDFS=0 to keep the Python UDFs (a fallback, and how tests cover both).
 _SWITCH = "ENCLAVESQL_NATIVE_UDFS"
 
 _CDEF = """
 uint32_t ee_duckdb_abi(void);
-int ee_duckdb_bind(uint32_t enclave_abi, void *compare_and);
+int ee_duckdb_bind(uint32_t enclave_abi, void *compare_and_views);
 int ee_duckdb_put_constant(uint64_t ref, const uint8_t *blob, size_t len);
 void ee_duckdb_drop_constant(uint64_t ref);
 int32_t ee_duckdb_take_failure(uint64_t query_id);
