@@ -100,7 +100,7 @@ __all__ = [
     "MODE_RANDOMIZED",
 ]
 
-EXPECTED_ABI_VERSION = 5
+EXPECTED_ABI_VERSION = 6
 
 _ffi: Any = _native.ffi
 _lib: Any = _native.lib
@@ -1353,15 +1353,16 @@ with a fresh enclave package
 
 
 def compare_and_entry() -> tuple[int, int]:
-    """(EE_ABI_VERSION, address of ee_enclave_compare_and) in the enclave library this process
-    loaded: what enclave/duckdb_extension.py hands the native DuckDB predicates, so that they
-    call into this copy of the enclave (its sessions) instead of loading a second one.
+    """(EE_ABI_VERSION, address of ee_enclave_compare_and_views) in the enclave library this
+    process loaded: what enclave/duckdb_extension.py hands the native DuckDB predicates, so that
+    they call into this copy of the enclave (its sessions) instead of loading a second one, and
+    pass DuckDB's string vectors as they are (16-byte string views).
 
     >>> version, address = compare_and_entry()
     >>> version == EXPECTED_ABI_VERSION and address > 0
     True
     """
-    entry = _ffi.addressof(_lib, "ee_enclave_compare_and")
+    entry = _ffi.addressof(_lib, "ee_enclave_compare_and_views")
     return int(_lib.EE_ABI_VERSION), int(_ffi.cast("uintptr_t", entry))
 
 

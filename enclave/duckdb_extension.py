@@ -1,11 +1,11 @@
 """Loads the native enclave-predicate extension (enclavesql_udfs.duckdb_extension) into DuckDB.
 
 The file is built by ``python -m enclave.build_duckdb_extension``. Before DuckDB loads it, this
-module opens the same file through cffi and hands it the enclave's ``ee_enclave_compare_and``,
-``ee_enclave_stage_accumulate`` and ``ee_enclave_stage_finish`` from the already loaded enclave
-library, so both share one set of enclave sessions. It also mirrors the host's constant table
-into the extension and reads back a failed query's status (and whether a comparison or an
-aggregate failed).
+module opens the same file through cffi and hands it the enclave's
+``ee_enclave_compare_and_views``, ``ee_enclave_stage_accumulate`` and ``ee_enclave_stage_finish``
+from the already loaded enclave library, so both share one set of enclave sessions. It also
+mirrors the host's constant table into the extension and reads back a failed query's status
+(and whether a comparison or an aggregate failed).
 It must not load anything but that one file, and never passes key or plaintext bytes.
 """
 
@@ -31,13 +31,13 @@ __all__ = [
 
 EXTENSION_PATH = Path(__file__).resolve().parent / "enclavesql_udfs.duckdb_extension"
 # The cffi-level ABI of the file (EE_DUCKDB_ABI in enclavesql_udfs.c).
-_ABI = 3
+_ABI = 4
 # Set ENCLAVESQL_NATIVE_UDFS=0 to keep the Python UDFs (a fallback, and how tests cover both).
 _SWITCH = "ENCLAVESQL_NATIVE_UDFS"
 
 _CDEF = """
 uint32_t ee_duckdb_abi(void);
-int ee_duckdb_bind(uint32_t enclave_abi, void *compare_and);
+int ee_duckdb_bind(uint32_t enclave_abi, void *compare_and_views);
 int ee_duckdb_put_constant(uint64_t ref, const uint8_t *blob, size_t len);
 void ee_duckdb_drop_constant(uint64_t ref);
 int32_t ee_duckdb_take_failure(uint64_t query_id);

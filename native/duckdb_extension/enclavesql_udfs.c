@@ -2,12 +2,13 @@
  *
  * It registers __ee_filter_1 .. __ee_filter_8 and __ee_compare_columns, the same functions
  * (names, arguments, results) that engine/host/enclave_udfs.py registers as Python UDFs, so
- * DuckDB calls the enclave's ee_enclave_compare_and straight from its worker threads, without
- * Python or the GIL. enclavesql_stage.inc adds the __ee_stage_k aggregates (a query stage's
- * SUM and AVG over the enclave's sealed partial states) and __ee_plain.
+ * DuckDB calls the enclave's ee_enclave_compare_and_views straight from its worker threads,
+ * without Python or the GIL, handing it DuckDB's string vectors as they are (the enclave copies
+ * each live cell in once). enclavesql_stage.inc adds the __ee_stage_k aggregates (a query
+ * stage's SUM and AVG over the enclave's sealed partial states) and __ee_plain.
  *
- * This is host code, like the Python UDFs it replaces: it only moves DuckDB's vectors into
- * the enclave's Arrow-shaped arguments and the answer back. It must never decrypt, hold a key,
+ * This is host code, like the Python UDFs it replaces: it only hands DuckDB's vectors to the
+ * enclave and the answer back. It must never decrypt, hold a key,
  * or look at cell contents, and it keeps no state between calls beyond the constants the host
  * binds (ciphertext the host holds anyway) and the first failure status of each query.
  *
@@ -30,22 +31,24 @@
 DUCKDB_EXTENSION_EXTERN
 
 /* Bumped when anything Python calls through cffi (below) changes. */
-#define EE_DUCKDB_ABI 3
+#define EE_DUCKDB_ABI 4
 #define MAX_CONJUNCTS 8
 
 typedef ee_status (*compare_and_fn)(
     uint8_t *state, size_t state_len, uint64_t query_id, uint16_t cek_id, int32_t type_code,
-    int32_t op, const uint8_t *constant, size_t constant_len, const int32_t *offsets,
-    size_t offsets_len, const uint8_t *data, size_t data_len, const uint8_t *validity,
-    size_t validity_len, size_t validity_bit_offset, size_t count, const int32_t *right_offsets,
-    size_t right_offsets_len, const uint8_t *right_data, size_t right_data_len,
+    int32_t op, const uint8_t *constant, size_t constant_len, const uint8_t *views,
+    size_t views_len, const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count, const uint8_t *right_views, size_t right_views_len,
     const uint8_t *right_validity, size_t right_validity_len, size_t right_validity_bit_offset,
     size_t right_count);
 
 /* The compiler checks that the pointer type agrees with the enclave's own prototype (no
  * reference to the symbol: this file must not link against the enclave). */
-_Static_assert(__builtin_types_compatible_p(compare_and_fn, __typeof__(&ee_enclave_compare_and)),
-               "compare_and_fn must match ee_enclave_compare_and in enclave.h");
+_Static_assert(__builtin_types_compatible_p(compare_and_fn,
+                                           __typeof__(&ee_enclave_compare_and_views)),
+               "compare_and_fn must match ee_enclave_compare_and_views in enclave.h");
+/* A DuckDB string vector is an array of the enclave's string views. */
+_Static_assert(sizeof(duckdb_string_t) == EE_VIEW_SIZE, "duckdb_string_t is a 16-byte view");
 
 typedef ee_status (*stage_accumulate_fn)(
     uint8_t *out_data, size_t out_data_cap, size_t *out_data_len, int64_t *out_offsets,
@@ -133,7 +136,7 @@ __attribute__((visibility("default"))) uint32_t ee_duckdb_abi(void) {
     return EE_DUCKDB_ABI;
 }
 
-/* Hands over the enclave's ee_enclave_compare_and (from the library Python loaded) and the
+/* Hands over the enclave's ee_enclave_compare_and_views (from the library Python loaded) and the
  * EE_ABI_VERSION it reports; 0 on success, -1 when the ABI differs from the one compiled in. */
 __attribute__((visibility("default"))) int ee_duckdb_bind(uint32_t enclave_abi,
                                                          void *compare_and) {
@@ -215,18 +218,14 @@ __attribute__((visibility("default"))) int32_t ee_duckdb_take_failure(uint64_t q
     return ee_duckdb_take_failure_of(query_id, &kind);
 }
 
-/* ---- Per-thread scratch: one Arrow-shaped copy of a BLOB vector --------------------------- */
+/* ---- Per-thread scratch: a copy of each predicate's constant, and the running AND -------- */
 
 typedef struct {
-    int32_t *offsets;
-    size_t offsets_cap;
-    uint8_t *data;
-    size_t data_cap;
     uint8_t *constant;
     size_t constant_cap;
 } scratch;
 
-static _Thread_local scratch t_scratch[MAX_CONJUNCTS + 1];
+static _Thread_local scratch t_scratch[MAX_CONJUNCTS];
 static _Thread_local uint8_t *t_state;
 static _Thread_local size_t t_state_cap;
 
@@ -244,45 +243,23 @@ static int grow(void **buffer, size_t *cap, size_t need) {
     return 1;
 }
 
-static const uint8_t *string_bytes(const duckdb_string_t *s) {
-    return s->value.inlined.length <= 12 ? (const uint8_t *)s->value.inlined.inlined
-                                         : (const uint8_t *)s->value.pointer.ptr;
-}
-
 static int row_valid(const uint64_t *validity, idx_t row) {
     return validity == NULL || ((validity[row / 64] >> (row % 64)) & 1u);
 }
 
-/* Copies a flat BLOB vector into offsets + data; NULL rows become empty entries (the validity
- * words are passed on as Arrow's bitmap: both are LSB-first bits). With `state`, a row already
- * EE_FALSE becomes an empty entry too: ee_enclave_compare_and skips such a row without reading
- * its cell, so a later conjunct copies only the rows still in play. 0 when out of memory or a
- * cell is too large for int32 offsets. */
-static int arrow_shape(scratch *s, duckdb_vector vector, idx_t count, const uint8_t *state) {
-    const duckdb_string_t *cells = (const duckdb_string_t *)duckdb_vector_get_data(vector);
+/* A flat BLOB vector as the enclave's string views, and its validity words as a bitmap (both
+ * LSB-first bits on a little-endian host). */
+typedef struct {
+    const uint8_t *views;
+    const uint8_t *validity;
+    size_t validity_len;
+} cells_arg;
+
+static cells_arg cells_of(duckdb_vector vector, idx_t count) {
     const uint64_t *validity = duckdb_vector_get_validity(vector);
-    size_t total = 0;
-    for (idx_t i = 0; i < count; i++) {
-        if (row_valid(validity, i) && (state == NULL || state[i] != EE_FALSE)) {
-            total += cells[i].value.inlined.length;
-        }
-    }
-    if (total > INT32_MAX || !grow((void **)&s->offsets, &s->offsets_cap,
-                                   (count + 1) * sizeof(int32_t)) ||
-        !grow((void **)&s->data, &s->data_cap, total ? total : 1)) {
-        return 0;
-    }
-    size_t at = 0;
-    s->offsets[0] = 0;
-    for (idx_t i = 0; i < count; i++) {
-        if (row_valid(validity, i) && (state == NULL || state[i] != EE_FALSE)) {
-            uint32_t len = cells[i].value.inlined.length;
-            memcpy(s->data + at, string_bytes(&cells[i]), len);
-            at += len;
-        }
-        s->offsets[i + 1] = (int32_t)at;
-    }
-    return 1;
+    cells_arg arg = {(const uint8_t *)duckdb_vector_get_data(vector),
+                     (const uint8_t *)validity, validity ? (count + 7) / 8 : 0};
+    return arg;
 }
 
 /* Copies the constant bound to ref into the thread's scratch; 0 when the host no longer has it
@@ -386,17 +363,12 @@ static void filter(duckdb_function_info info, duckdb_data_chunk input, duckdb_ve
                 info, "enclavesql_udfs: a predicate's constant is no longer bound; run it again");
             return;
         }
-        duckdb_vector cells = duckdb_data_chunk_get_vector(input, p);
-        if (!arrow_shape(s, cells, count, p == 0 ? NULL : t_state)) {
-            record_failure(query_id, -2);
-            duckdb_scalar_function_set_error(info, "enclavesql_udfs: out of memory");
-            return;
-        }
-        const uint64_t *validity = duckdb_vector_get_validity(cells);
-        ee_status status = compare_and(
-            t_state, count, query_id, (uint16_t)cek_id, type_code, op, s->constant, constant_len,
-            s->offsets, count + 1, s->data, s->data_cap, (const uint8_t *)validity,
-            validity ? (count + 7) / 8 : 0, 0, count, NULL, 0, NULL, 0, NULL, 0, 0, 0);
+        /* Rows a previous conjunct made FALSE are skipped by the enclave, their cells unread. */
+        cells_arg cells = cells_of(duckdb_data_chunk_get_vector(input, p), count);
+        ee_status status = compare_and(t_state, count, query_id, (uint16_t)cek_id, type_code, op,
+                                       s->constant, constant_len, cells.views,
+                                       count * EE_VIEW_SIZE, cells.validity, cells.validity_len,
+                                       0, count, NULL, 0, NULL, 0, 0, 0);
         if (status != EE_OK) {
             refuse(info, query_id, status);
             return;
@@ -429,23 +401,14 @@ static void compare_columns(duckdb_function_info info, duckdb_data_chunk input,
         duckdb_scalar_function_set_error(info, "enclavesql_udfs: a malformed predicate code");
         return;
     }
-    duckdb_vector left = duckdb_data_chunk_get_vector(input, 0);
-    duckdb_vector right = duckdb_data_chunk_get_vector(input, 1);
-    scratch *l = &t_scratch[0], *r = &t_scratch[MAX_CONJUNCTS];
-    if (!arrow_shape(l, left, count, NULL) || !arrow_shape(r, right, count, NULL)) {
-        record_failure(query_id, -2);
-        duckdb_scalar_function_set_error(info, "enclavesql_udfs: out of memory");
-        return;
-    }
-    const uint64_t *lv = duckdb_vector_get_validity(left);
-    const uint64_t *rv = duckdb_vector_get_validity(right);
-    size_t words = (count + 7) / 8;
+    cells_arg left = cells_of(duckdb_data_chunk_get_vector(input, 0), count);
+    cells_arg right = cells_of(duckdb_data_chunk_get_vector(input, 1), count);
     memset(t_state, EE_TRUE, count);
-    ee_status status = compare_and(
-        t_state, count, query_id, (uint16_t)cek_id, type_code, op, NULL, 0, l->offsets,
-        count + 1, l->data, l->data_cap, (const uint8_t *)lv, lv ? words : 0, 0, count,
-        r->offsets, count + 1, r->data, r->data_cap, (const uint8_t *)rv, rv ? words : 0, 0,
-        count);
+    ee_status status = compare_and(t_state, count, query_id, (uint16_t)cek_id, type_code, op,
+                                   NULL, 0, left.views, count * EE_VIEW_SIZE, left.validity,
+                                   left.validity_len, 0, count, right.views,
+                                   count * EE_VIEW_SIZE, right.validity, right.validity_len, 0,
+                                   count);
     if (status != EE_OK) {
         refuse(info, query_id, status);
         return;

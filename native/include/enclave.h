@@ -37,7 +37,7 @@ extern "C" {
 
 /* ---- 1. ABI and status codes ------------------------------------------------------------- */
 
-#define EE_ABI_VERSION 5
+#define EE_ABI_VERSION 6
 
 typedef enum ee_status {
     EE_OK = 0,
@@ -589,6 +589,36 @@ EE_MUST_CHECK ee_status ee_enclave_compare_and(
     size_t count,
     const int32_t *right_offsets, size_t right_offsets_len,
     const uint8_t *right_data, size_t right_data_len,
+    const uint8_t *right_validity, size_t right_validity_len, size_t right_validity_bit_offset,
+    size_t right_count);
+
+/* A string view: EE_VIEW_SIZE bytes per cell; a cell of up to EE_VIEW_INLINE bytes is inline. */
+#define EE_VIEW_SIZE 16
+#define EE_VIEW_INLINE 12
+
+/* ee_enclave_compare_and over cells given as 16-byte string views (DuckDB's string_t layout),
+ * so that a host holding such vectors passes them without first copying every cell into Arrow
+ * buffers. views holds count entries of EE_VIEW_SIZE bytes (views_len == count * EE_VIEW_SIZE,
+ * else EE_ERR_ARGUMENT): u32 length (native byte order), then, for a length up to
+ * EE_VIEW_INLINE, the cell's bytes inline; above it, 4 bytes the enclave ignores (DuckDB's
+ * prefix) and a pointer (native size and order) to the cell's bytes, which must stay readable
+ * for the call. A row is live unless it is null or already EE_FALSE; other rows are not read.
+ * A live pointer entry with a NULL pointer, or live cells too long for 32-bit offsets (above
+ * INT32_MAX bytes within a chunk of 1024 rows), is EE_ERR_ARGUMENT. Each live row's view is read
+ * once into enclave memory and its cell's bytes copied once; verification and decryption use
+ * only that copy. validity is a bitmap as in ee_enclave_compare_and (DuckDB's validity words
+ * are one, on a little-endian host). A column pair (EQ..GE, empty constant) passes the right column the same
+ * way; otherwise right_views must be NULL and right_count 0. Everything else (state, checks,
+ * authorization, statuses, results) is exactly ee_enclave_compare_and's.
+ * Leakage: exactly ee_enclave_compare_and's. */
+EE_MUST_CHECK ee_status ee_enclave_compare_and_views(
+    uint8_t *state, size_t state_len,
+    uint64_t query_id, uint16_t cek_id, int32_t type_code, int32_t op,
+    const uint8_t *constant, size_t constant_len,
+    const uint8_t *views, size_t views_len,
+    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count,
+    const uint8_t *right_views, size_t right_views_len,
     const uint8_t *right_validity, size_t right_validity_len, size_t right_validity_bit_offset,
     size_t right_count);
 

@@ -6,6 +6,7 @@
  * decrypted value, and never re-emit an input cell's bytes as a result.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -161,7 +162,58 @@ typedef struct predicate {
     const uint32_t *pattern; /* LIKE: the compiled pattern */
     size_t pattern_len;
     uint32_t *text;          /* LIKE: room for the code points of the longest value */
+    int keyed;               /* EQ..GE, BETWEEN: the type and the constant(s) have order keys */
+    i128 lo_key, hi_key;     /* their keys: the comparand (lo_key), or the two bounds */
 } predicate;
+
+static int order_i128(i128 a, i128 b) { return (a > b) - (a < b); }
+
+/* EQ..GE and BETWEEN of a keyed type (ee_type_keyed) against a constant, or between two
+ * columns: each value's integer order key, compared in a tight loop instead of a call to
+ * ee_value_compare per row. A value without a key (a huge DECIMAL) takes the general path. */
+static void evaluate_keyed(uint8_t *hit, size_t n, const predicate *p, const ee_plain *left,
+                           const ee_plain *right) {
+    size_t len, other_len;
+    i128 key, other;
+    if (right != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            if (!left->valid[i] || !right->valid[i]) continue;
+            const uint8_t *value = ee_plain_value(left, i, &len);
+            const uint8_t *with = ee_plain_value(right, i, &other_len);
+            int c = ee_value_order_key(p->type_code, value, len, &key) &&
+                            ee_value_order_key(p->type_code, with, other_len, &other)
+                        ? order_i128(key, other)
+                        : ee_value_compare(p->type_code, value, len, with, other_len);
+            hit[i] = holds(p->signs, c);
+        }
+        return;
+    }
+    const uint8_t *lo = ee_plain_value(p->items, 0, &other_len);
+    if (p->op == EE_OP_BETWEEN) {
+        size_t hi_len;
+        const uint8_t *hi = ee_plain_value(p->items, 1, &hi_len);
+        for (size_t i = 0; i < n; i++) {
+            if (!left->valid[i]) continue;
+            const uint8_t *value = ee_plain_value(left, i, &len);
+            if (ee_value_order_key(p->type_code, value, len, &key)) {
+                hit[i] = (uint8_t)((key >= p->lo_key) & (key <= p->hi_key));
+            } else {
+                int above_lo = ee_value_compare(p->type_code, value, len, lo, other_len) >= 0;
+                int below_hi = ee_value_compare(p->type_code, value, len, hi, hi_len) <= 0;
+                hit[i] = (uint8_t)(above_lo & below_hi);
+            }
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!left->valid[i]) continue;
+        const uint8_t *value = ee_plain_value(left, i, &len);
+        int c = ee_value_order_key(p->type_code, value, len, &key)
+                    ? order_i128(key, p->lo_key)
+                    : ee_value_compare(p->type_code, value, len, lo, other_len);
+        hit[i] = holds(p->signs, c);
+    }
+}
 
 /* hit[i] = 1 when row i of `left` (against row i of `right` for a column pair, else against
  * the constant) satisfies the predicate; 0 for it failing and for rows not loaded. One row loop
@@ -170,6 +222,10 @@ static void evaluate_rows(uint8_t *hit, size_t n, const predicate *p, const ee_p
                           const ee_plain *right) {
     size_t len, c_len, hi_len;
     memset(hit, 0, n);
+    if (p->keyed) {
+        evaluate_keyed(hit, n, p, left, right);
+        return;
+    }
     if (right != NULL) {
         for (size_t i = 0; i < n; i++) {
             if (!left->valid[i] || !right->valid[i]) continue;
@@ -220,18 +276,165 @@ static void evaluate_rows(uint8_t *hit, size_t n, const predicate *p, const ee_p
 /* compare_rows folds results arithmetically, which needs exactly these three values. */
 _Static_assert(EE_FALSE == 0 && EE_TRUE == 1 && EE_NULL == 2, "tri-state values");
 
+/* Eight bytes as one word and back (memcpy: no alignment or aliasing assumptions). */
+static uint64_t load8(const uint8_t *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+#define BYTES_01 0x0101010101010101ull
+
+/* The fold of one row (see fold_chunk), for byte lanes of a word: valid, right_valid and hit
+ * hold 0 or 1 in each byte, before 0, 1 or 2. Multiplying a byte of 0 or 1 by 0xff gives a
+ * byte mask without carries between bytes. */
+static uint64_t fold_word(uint64_t before, uint64_t valid, uint64_t right_valid, uint64_t hit) {
+    uint64_t loaded = (valid & right_valid) * 0xff;
+    uint64_t kept = before & (hit * 0xff);
+    uint64_t now = (loaded & kept) | (~loaded & (BYTES_01 * EE_NULL));
+    uint64_t not_false = ((before | (before >> 1)) & BYTES_01) * 0xff;
+    return now & not_false;
+}
+
+/* Folds a chunk's results into `result` (fold == 0: into EE_TRUE) without branching on them.
+ * With FALSE = 0, TRUE = 1 and NULL = 2: a row already FALSE stays FALSE (it was not loaded,
+ * so hit is 0); a row with a NULL cell (valid or right_valid 0) becomes NULL; otherwise FALSE
+ * wins and TRUE keeps what was there. Eight rows a word. */
+static void fold_chunk(uint8_t *result, int fold, const uint8_t *valid,
+                       const uint8_t *right_valid, const uint8_t *hit, size_t n) {
+    if (!fold) memset(result, EE_TRUE, n);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = fold_word(load8(result + i), load8(valid + i), load8(right_valid + i),
+                               load8(hit + i));
+        memcpy(result + i, &w, 8);
+    }
+    for (; i < n; i++) {
+        result[i] = (uint8_t)fold_word(result[i], valid[i], right_valid[i], hit[i]);
+    }
+}
+
+/* 1 when every state byte is EE_FALSE, EE_TRUE or EE_NULL: a byte above 2 has a bit of 0xfc
+ * set, or is 3 (bits 0 and 1). Eight bytes a word, no early exit. */
+static int states_valid(const uint8_t *state, size_t count) {
+    uint64_t bad = 0;
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        uint64_t w = load8(state + i);
+        bad |= (w & (BYTES_01 * 0xfc)) | (w & (w >> 1) & BYTES_01);
+    }
+    for (; i < count; i++) bad |= state[i] > EE_NULL;
+    return bad == 0;
+}
+
+/* One column of cells as the host passed it: Arrow buffers, or string views (is_views; then
+ * `arrow` gives only the validity bitmap and the count). */
+typedef struct column_in {
+    ee_input arrow;
+    int is_views;
+    const uint8_t *views;
+    size_t views_len;
+} column_in;
+
+static ee_status column_check(const column_in *column) {
+    return column->is_views ? ee_views_check(column->views, column->views_len, &column->arrow)
+                            : ee_input_check(&column->arrow);
+}
+
+/* Loads rows [start, start + n) of a column that still need a value (valid, and not yet
+ * EE_FALSE in `state` when folding) into plain; mask is scratch for their bits. */
+static ee_status column_load(ee_plain *plain, const ee_cell_keys *keys, int32_t type_code,
+                             const column_in *column, const uint8_t *state, size_t start,
+                             size_t n, uint8_t *mask, size_t mask_len) {
+    live_rows(mask, &column->arrow, state, start, n);
+    if (column->is_views) {
+        return ee_plain_load_views(plain, keys, type_code, column->views + start * EE_VIEW_SIZE,
+                                   mask, n);
+    }
+    ee_input chunk = {column->arrow.offsets + start, n + 1, column->arrow.data,
+                      column->arrow.data_len, mask, mask_len, 0, n};
+    return ee_plain_load(plain, keys, type_code, &chunk, 0, n);
+}
+
+/* The decrypted rows of compare_rows live in per-thread scratch kept across calls, so a call
+ * over a DuckDB vector allocates nothing for them; compare_rows scrubs the plaintext (the bytes
+ * each load may have decrypted into, not the whole buffer) on every return. The thread's exit
+ * frees it. */
+typedef struct compare_scratch {
+    ee_plain left, right;
+} compare_scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ready;
+
+static void scratch_release(void *ptr) {
+    compare_scratch *scratch = ptr;
+    ee_plain_free(&scratch->left);
+    ee_plain_free(&scratch->right);
+    free(scratch);
+}
+
+static void scratch_key_make(void) {
+    scratch_key_ready = pthread_key_create(&scratch_key, scratch_release) == 0;
+}
+
+static compare_scratch *thread_scratch(void) {
+    pthread_once(&scratch_once, scratch_key_make);
+    if (!scratch_key_ready) return NULL;
+    compare_scratch *scratch = pthread_getspecific(scratch_key);
+    if (scratch != NULL) return scratch;
+    scratch = malloc(sizeof *scratch);
+    if (scratch == NULL) return NULL;
+    ee_plain_init_resident(&scratch->left);
+    ee_plain_init_resident(&scratch->right);
+    if (pthread_setspecific(scratch_key, scratch) != 0) {
+        free(scratch);
+        return NULL;
+    }
+    return scratch;
+}
+
+#ifdef EE_TESTING
+size_t ee_test_thread_scratch_residue(void) {
+    compare_scratch *scratch = thread_scratch();
+    size_t residue = 0;
+    if (scratch == NULL) return 0;
+    const ee_plain *plains[2] = {&scratch->left, &scratch->right};
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < plains[k]->values_cap; i++) residue += plains[k]->values[i] != 0;
+    }
+    return residue;
+}
+#endif
+
+/* The constant's order keys, for EQ..GE and BETWEEN of a keyed type (p->keyed stays 0 when a
+ * constant has none). */
+static void key_constants(predicate *p) {
+    p->keyed = 0;
+    if (!ee_type_keyed(p->type_code) || p->op > EE_OP_BETWEEN) return;
+    if (p->items == NULL) { /* a column pair */
+        p->keyed = 1;
+        return;
+    }
+    size_t len;
+    const uint8_t *value = ee_plain_value(p->items, 0, &len);
+    if (!ee_value_order_key(p->type_code, value, len, &p->lo_key)) return;
+    p->hi_key = p->lo_key;
+    if (p->op == EE_OP_BETWEEN) {
+        value = ee_plain_value(p->items, 1, &len);
+        if (!ee_value_order_key(p->type_code, value, len, &p->hi_key)) return;
+    }
+    p->keyed = 1;
+}
+
 /* ee_enclave_compare (fold == 0: out receives each row's result) and ee_enclave_compare_and
- * (fold == 1: out is the running AND, read and written; rows already EE_FALSE are skipped). */
+ * (fold == 1: out is the running AND, read and written; rows already EE_FALSE are skipped), over
+ * Arrow or string-view columns. */
 static ee_status compare_rows(uint8_t *out, size_t out_cap, int fold, uint64_t query_id,
                               uint16_t cek_id, int32_t type_code, int32_t op,
                               const uint8_t *constant, size_t constant_len,
-                              const int32_t *offsets, size_t offsets_len, const uint8_t *data,
-                              size_t data_len, const uint8_t *validity, size_t validity_len,
-                              size_t validity_bit_offset, size_t count,
-                              const int32_t *right_offsets, size_t right_offsets_len,
-                              const uint8_t *right_data, size_t right_data_len,
-                              const uint8_t *right_validity, size_t right_validity_len,
-                              size_t right_validity_bit_offset, size_t right_count) {
+                              const column_in *in, const column_in *right_in) {
     ee_status status;
     ee_cell_keys keys;
     uint8_t *blob = NULL, *compact = NULL;
@@ -239,16 +442,11 @@ static ee_status compare_rows(uint8_t *out, size_t out_cap, int fold, uint64_t q
     int32_t *item_offsets = NULL;
     uint32_t *sorted = NULL, *tmp = NULL, *pattern = NULL, *text = NULL;
     size_t pattern_cap = 0, text_cap = 0, pattern_len = 0;
-    ee_plain left, right, items;
-    ee_plain_init(&left);
-    ee_plain_init(&right);
+    size_t count = in->arrow.count;
+    ee_plain items;
     ee_plain_init(&items);
     memset(&keys, 0, sizeof keys);
-    ee_input in = {offsets, offsets_len, data, data_len, validity, validity_len,
-                   validity_bit_offset, count};
-    ee_input right_in = {right_offsets, right_offsets_len, right_data, right_data_len,
-                         right_validity, right_validity_len, right_validity_bit_offset,
-                         right_count};
+    compare_scratch *scratch = NULL;
 
     if ((out == NULL && out_cap > 0) || op < EE_OP_EQ || op > EE_OP_LIKE) {
         return EE_ERR_ARGUMENT;
@@ -256,9 +454,7 @@ static ee_status compare_rows(uint8_t *out, size_t out_cap, int fold, uint64_t q
     if (fold) {
         /* A state byte other than the three results is a host bug; refuse it before any work. */
         if (out_cap < count) return EE_ERR_CAPACITY;
-        for (size_t i = 0; i < count; i++) {
-            if (out[i] > EE_NULL) return EE_ERR_ARGUMENT;
-        }
+        if (!states_valid(out, count)) return EE_ERR_ARGUMENT;
     }
     status = open_operator(&keys, &blob, query_id, cek_id, op, type_code, constant, constant_len);
     if (status != EE_OK) goto done;
@@ -266,16 +462,23 @@ static ee_status compare_rows(uint8_t *out, size_t out_cap, int fold, uint64_t q
         status = EE_ERR_TYPE;
         goto done;
     }
-    status = check_input_room(&in, out_cap, count);
+    status = column_check(in);
+    if (status == EE_OK && out_cap < count) status = EE_ERR_CAPACITY;
     if (status != EE_OK) goto done;
     int column_pair = op <= EE_OP_GE && constant_len == 0;
     if (column_pair) {
-        status = ee_input_check(&right_in);
-        if (status == EE_OK && right_count != count) status = EE_ERR_ARGUMENT;
-    } else if (right_offsets != NULL || right_count != 0) {
+        status = column_check(right_in);
+        if (status == EE_OK && right_in->arrow.count != count) status = EE_ERR_ARGUMENT;
+    } else if (right_in->arrow.offsets != NULL || right_in->views != NULL ||
+               right_in->arrow.count != 0) {
         status = EE_ERR_ARGUMENT;
     }
     if (status != EE_OK) goto done;
+    scratch = thread_scratch();
+    if (scratch == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
 
     /* The constant's cells: one comparand, two bounds, the IN list, or the LIKE pattern. */
     if (!column_pair) {
@@ -347,52 +550,44 @@ static ee_status compare_rows(uint8_t *out, size_t out_cap, int fold, uint64_t q
             }
         }
     }
+    predicate test = {op, type_code, satisfying_signs(op), column_pair ? NULL : &items, sorted,
+                      pattern, pattern_len, NULL, 0, 0, 0};
+    key_constants(&test);
 
+    ee_plain *left = &scratch->left, *right = &scratch->right;
     for (size_t start = 0; start < count; start += CHUNK_ROWS) {
         size_t n = count - start < CHUNK_ROWS ? count - start : CHUNK_ROWS;
         const uint8_t *state = fold ? out : NULL;
         /* Only the live rows of the chunk are loaded: its own view of the offsets, with a
          * validity bitmap that also drops rows a previous conjunct made FALSE. */
-        live_rows(mask, &in, state, start, n);
-        ee_input chunk = {in.offsets + start, n + 1, in.data, in.data_len, mask, sizeof mask,
-                          0, n};
-        status = ee_plain_load(&left, &keys, type_code, &chunk, 0, n);
+        status = column_load(left, &keys, type_code, in, state, start, n, mask, sizeof mask);
         if (status == EE_OK && column_pair) {
-            live_rows(right_mask, &right_in, state, start, n);
-            ee_input right_chunk = {right_in.offsets + start, n + 1, right_in.data,
-                                    right_in.data_len, right_mask, sizeof right_mask, 0, n};
-            status = ee_plain_load(&right, &keys, type_code, &right_chunk, 0, n);
+            status = column_load(right, &keys, type_code, right_in, state, start, n, right_mask,
+                                 sizeof right_mask);
         }
         if (status != EE_OK) goto done;
-        if (op == EE_OP_LIKE && (left.longest + 1) * sizeof *text > text_cap) {
+        if (op == EE_OP_LIKE && (left->longest + 1) * sizeof *text > text_cap) {
             ee_secret_free(text, text_cap);
-            text_cap = (left.longest + 1) * sizeof *text;
+            text_cap = (left->longest + 1) * sizeof *text;
             text = ee_secret_alloc(text_cap);
             if (text == NULL) {
                 status = EE_ERR_INTERNAL;
                 goto done;
             }
         }
-        predicate test = {op, type_code, satisfying_signs(op), &items, sorted, pattern,
-                          pattern_len, text};
-        evaluate_rows(hit, n, &test, &left, column_pair ? &right : NULL);
-        /* Fold the chunk into `out` without branching on results. With FALSE = 0, TRUE = 1 and
-         * NULL = 2: a row already FALSE stays FALSE (it was not loaded, so hit is 0); a row
-         * with a NULL cell becomes NULL; otherwise FALSE wins and TRUE keeps what was there. */
-        uint8_t *result = out + start;
-        for (size_t i = 0; i < n; i++) {
-            unsigned before = fold ? result[i] : EE_TRUE;
-            unsigned loaded = left.valid[i] & (column_pair ? right.valid[i] : 1u);
-            unsigned now = loaded * before * hit[i] + (1u - loaded) * EE_NULL;
-            result[i] = (uint8_t)((before != EE_FALSE) * now);
-        }
+        test.text = text;
+        evaluate_rows(hit, n, &test, left, column_pair ? right : NULL);
+        fold_chunk(out + start, fold, left->valid, column_pair ? right->valid : left->valid,
+                   hit, n);
     }
     status = EE_OK;
 done:
     if (status != EE_OK && out != NULL) memset(out, 0, out_cap < count ? out_cap : count);
+    if (scratch != NULL) {
+        ee_plain_scrub(&scratch->left);
+        ee_plain_scrub(&scratch->right);
+    }
     ee_wipe(&keys, sizeof keys);
-    ee_plain_free(&left);
-    ee_plain_free(&right);
     ee_plain_free(&items);
     ee_secret_free(pattern, pattern_cap);
     ee_secret_free(text, text_cap);
@@ -404,6 +599,20 @@ done:
     return status;
 }
 
+static column_in arrow_column(const int32_t *offsets, size_t offsets_len, const uint8_t *data,
+                              size_t data_len, const uint8_t *validity, size_t validity_len,
+                              size_t validity_bit_offset, size_t count) {
+    return (column_in){{offsets, offsets_len, data, data_len, validity, validity_len,
+                        validity_bit_offset, count},
+                       0, NULL, 0};
+}
+
+static column_in view_column(const uint8_t *views, size_t views_len, const uint8_t *validity,
+                             size_t validity_len, size_t validity_bit_offset, size_t count) {
+    return (column_in){{NULL, 0, NULL, 0, validity, validity_len, validity_bit_offset, count},
+                       1, views, views_len};
+}
+
 ee_status ee_enclave_compare(uint8_t *out, size_t out_cap, uint64_t query_id, uint16_t cek_id,
                              int32_t type_code, int32_t op, const uint8_t *constant,
                              size_t constant_len, const int32_t *offsets, size_t offsets_len,
@@ -413,11 +622,13 @@ ee_status ee_enclave_compare(uint8_t *out, size_t out_cap, uint64_t query_id, ui
                              const uint8_t *right_data, size_t right_data_len,
                              const uint8_t *right_validity, size_t right_validity_len,
                              size_t right_validity_bit_offset, size_t right_count) {
+    column_in left = arrow_column(offsets, offsets_len, data, data_len, validity, validity_len,
+                                  validity_bit_offset, count);
+    column_in right = arrow_column(right_offsets, right_offsets_len, right_data, right_data_len,
+                                   right_validity, right_validity_len, right_validity_bit_offset,
+                                   right_count);
     return compare_rows(out, out_cap, 0, query_id, cek_id, type_code, op, constant, constant_len,
-                        offsets, offsets_len, data, data_len, validity, validity_len,
-                        validity_bit_offset, count, right_offsets, right_offsets_len, right_data,
-                        right_data_len, right_validity, right_validity_len,
-                        right_validity_bit_offset, right_count);
+                        &left, &right);
 }
 
 ee_status ee_enclave_compare_and(uint8_t *state, size_t state_len, uint64_t query_id,
@@ -431,11 +642,29 @@ ee_status ee_enclave_compare_and(uint8_t *state, size_t state_len, uint64_t quer
                                  const uint8_t *right_validity, size_t right_validity_len,
                                  size_t right_validity_bit_offset, size_t right_count) {
     if (state == NULL && count > 0) return EE_ERR_ARGUMENT;
+    column_in left = arrow_column(offsets, offsets_len, data, data_len, validity, validity_len,
+                                  validity_bit_offset, count);
+    column_in right = arrow_column(right_offsets, right_offsets_len, right_data, right_data_len,
+                                   right_validity, right_validity_len, right_validity_bit_offset,
+                                   right_count);
     return compare_rows(state, state_len, 1, query_id, cek_id, type_code, op, constant,
-                        constant_len, offsets, offsets_len, data, data_len, validity,
-                        validity_len, validity_bit_offset, count, right_offsets,
-                        right_offsets_len, right_data, right_data_len, right_validity,
-                        right_validity_len, right_validity_bit_offset, right_count);
+                        constant_len, &left, &right);
+}
+
+ee_status ee_enclave_compare_and_views(
+    uint8_t *state, size_t state_len, uint64_t query_id, uint16_t cek_id, int32_t type_code,
+    int32_t op, const uint8_t *constant, size_t constant_len, const uint8_t *views,
+    size_t views_len, const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
+    size_t count, const uint8_t *right_views, size_t right_views_len,
+    const uint8_t *right_validity, size_t right_validity_len, size_t right_validity_bit_offset,
+    size_t right_count) {
+    if (state == NULL && count > 0) return EE_ERR_ARGUMENT;
+    column_in left = view_column(views, views_len, validity, validity_len, validity_bit_offset,
+                                 count);
+    column_in right = view_column(right_views, right_views_len, right_validity,
+                                  right_validity_len, right_validity_bit_offset, right_count);
+    return compare_rows(state, state_len, 1, query_id, cek_id, type_code, op, constant,
+                        constant_len, &left, &right);
 }
 
 ee_status ee_tristate_pack(uint8_t *out_values, size_t out_values_cap, uint8_t *out_validity,

@@ -13,39 +13,42 @@ int ee_type_known(int32_t type_code) {
     return type_code >= EE_TYPE_INT64 && type_code <= EE_TYPE_GUID;
 }
 
-int ee_value_well_formed(int32_t type_code, const uint8_t *value, size_t len) {
+size_t ee_type_fixed_len(int32_t type_code) {
     switch (type_code) {
     case EE_TYPE_INT64:
     case EE_TYPE_FLOAT64:
     case EE_TYPE_DATETIME2:
-        return len == 8;
+        return 8;
     case EE_TYPE_FLOAT32:
-        return len == 4;
-    case EE_TYPE_DECIMAL:
-        /* sign byte (1 non-negative, 0 negative) + a little-endian magnitude of any length */
-        return len >= 1 && value[0] <= 1;
+        return 4;
     case EE_TYPE_DATE:
-        return len == 3;
+        return 3;
     case EE_TYPE_TIME:
-        return len == 5;
+        return 5;
     case EE_TYPE_DATETIMEOFFSET:
-        return len == 10;
-    case EE_TYPE_UTF16LE:
-        return len % 2 == 0;
-    case EE_TYPE_UTF8:
-    case EE_TYPE_BYTES:
-        return 1;
+        return 10;
     case EE_TYPE_GUID:
-        return len == 16;
+        return 16;
     default:
         return 0;
     }
 }
 
-static uint64_t le_uint(const uint8_t *p, size_t n) {
-    uint64_t v = 0;
-    for (size_t i = n; i > 0; i--) v = (v << 8) | p[i - 1];
-    return v;
+int ee_value_well_formed(int32_t type_code, const uint8_t *value, size_t len) {
+    size_t fixed = ee_type_fixed_len(type_code);
+    if (fixed > 0) return len == fixed;
+    switch (type_code) {
+    case EE_TYPE_DECIMAL:
+        /* sign byte (1 non-negative, 0 negative) + a little-endian magnitude of any length */
+        return len >= 1 && value[0] <= 1;
+    case EE_TYPE_UTF16LE:
+        return len % 2 == 0;
+    case EE_TYPE_UTF8:
+    case EE_TYPE_BYTES:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 static int order(uint64_t a, uint64_t b) { return (a > b) - (a < b); }
@@ -58,14 +61,14 @@ static int order_double(double a, double b) {
 }
 
 static double read_double(const uint8_t *p) {
-    uint64_t bits = le_uint(p, 8);
+    uint64_t bits = ee_le_bytes(p, 8);
     double d;
     memcpy(&d, &bits, 8);
     return d;
 }
 
 static double read_float(const uint8_t *p) {
-    uint32_t bits = (uint32_t)le_uint(p, 4);
+    uint32_t bits = (uint32_t)ee_le_bytes(p, 4);
     float f;
     memcpy(&f, &bits, 4);
     return (double)f;
@@ -157,7 +160,7 @@ int ee_value_compare(int32_t type_code, const uint8_t *a, size_t a_len, const ui
                      size_t b_len) {
     switch (type_code) {
     case EE_TYPE_INT64: {
-        int64_t x = (int64_t)le_uint(a, 8), y = (int64_t)le_uint(b, 8);
+        int64_t x = (int64_t)ee_le_bytes(a, 8), y = (int64_t)ee_le_bytes(b, 8);
         return (x > y) - (x < y);
     }
     case EE_TYPE_FLOAT32:
@@ -167,14 +170,14 @@ int ee_value_compare(int32_t type_code, const uint8_t *a, size_t a_len, const ui
     case EE_TYPE_DECIMAL:
         return order_decimal(a, a_len, b, b_len);
     case EE_TYPE_DATE:
-        return order(le_uint(a, 3), le_uint(b, 3));
+        return order(ee_le_bytes(a, 3), ee_le_bytes(b, 3));
     case EE_TYPE_TIME:
-        return order(le_uint(a, 5), le_uint(b, 5));
+        return order(ee_le_bytes(a, 5), ee_le_bytes(b, 5));
     case EE_TYPE_DATETIME2:
     case EE_TYPE_DATETIMEOFFSET: {
         /* time(5) || date(3) [|| offset(2), ignored: the stored time and date are UTC] */
-        int c = order(le_uint(a + 5, 3), le_uint(b + 5, 3));
-        return c != 0 ? c : order(le_uint(a, 5), le_uint(b, 5));
+        int c = order(ee_le_bytes(a + 5, 3), ee_le_bytes(b + 5, 3));
+        return c != 0 ? c : order(ee_le_bytes(a, 5), ee_le_bytes(b, 5));
     }
     case EE_TYPE_UTF16LE:
         return order_utf16(a, a_len, b, b_len);

@@ -1,7 +1,7 @@
 /* fuzz_enclave.c: a bounded mutation fuzzer over the enclave section of enclave.h (ASan/UBSan).
  *
  * It opens a real session and query, then calls every section-5 function with mutated packages,
- * constants, cells, Arrow layouts, ids and capacities. It checks only that statuses are legal and
+ * constants, cells, Arrow layouts and string views, ids and capacities. It checks only that statuses are legal and
  * that accepted answers stay inside their buffers; the sanitizers catch the rest.
  * Usage: fuzz_enclave [seconds] [max_iterations] [seed]
  */
@@ -171,6 +171,40 @@ static void fuzz_once(test_client *c) {
     for (size_t i = 0; s == EE_OK && i < count; i++) {
         if (state[i] > 2 || (before[i] == EE_FALSE && state[i] != EE_FALSE)) test_failures++;
     }
+    /* The same rows as string views: a length is only ever shortened, so every pointer the
+     * enclave follows stays inside data, as the contract asks of the host; now and then a
+     * NULL pointer or a views_len that is no multiple of a view. */
+    static uint8_t views[ROWS_MAX * EE_VIEW_SIZE];
+    for (size_t i = 0; i < count; i++) {
+        int32_t lo = offsets[i], hi = offsets[i + 1];
+        int sane = lo >= 0 && hi >= lo && (size_t)hi <= data_len;
+        uint32_t len = sane ? (uint32_t)(hi - lo) : 0;
+        if (len > 0 && rng_next() % 8 == 0) len = (uint32_t)(rng_next() % len);
+        const uint8_t *bytes = data + (sane ? lo : 0);
+        uint8_t *view = views + i * EE_VIEW_SIZE;
+        memset(view, 0, EE_VIEW_SIZE);
+        memcpy(view, &len, 4);
+        if (len <= EE_VIEW_INLINE) {
+            memcpy(view + 4, bytes, len);
+        } else {
+            memcpy(view + 4, bytes, 4);
+            if (rng_next() % 16 == 0) bytes = NULL;
+            memcpy(view + 8, &bytes, sizeof bytes);
+        }
+    }
+    memcpy(state, before, count);
+    size_t views_len = count * EE_VIEW_SIZE + (rng_next() % 16 == 0);
+    s = ee_enclave_compare_and_views(state, rng_next() % 8 == 0 ? 0 : count, query, cek_id,
+                                     type_code, op, constant, constant_len, views, views_len,
+                                     valid, sizeof validity, rng_next() % 8, count,
+                                     constant_len == 0 ? views : NULL,
+                                     constant_len == 0 ? views_len : 0, NULL, 0, 0,
+                                     constant_len == 0 ? count : 0);
+    if (!legal(s)) test_failures++;
+    for (size_t i = 0; s == EE_OK && i < count; i++) {
+        if (state[i] > 2 || (before[i] == EE_FALSE && state[i] != EE_FALSE)) test_failures++;
+    }
+    if (ee_test_thread_scratch_residue() != 0) test_failures++;
     s = ee_enclave_rank(ranks, count, query, cek_id, type_code, op, constant, constant_len,
                         offsets, count + 1, data, data_len, valid, sizeof validity, 0, count);
     if (!legal(s)) test_failures++;
