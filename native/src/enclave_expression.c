@@ -853,6 +853,53 @@ static ee_status stage_prepare(stage_prepared *p, uint64_t query_id, const uint8
     return EE_OK;
 }
 
+/* Writes a stage's results: output o's cells (one per group, under result_keys[o]) one output
+ * after another, with out_offsets counting from the start of out_data. Every result is computed
+ * first, so an overflow anywhere stops the call before any cell is written. */
+static ee_status write_stage_results(uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
+                                     int64_t *out_offsets, const stage_plan *plan,
+                                     const ee_cell_keys *result_keys, const expr_group *groups,
+                                     size_t group_count) {
+    ee_status status = EE_OK;
+    size_t cells = plan->output_count * group_count;
+    size_t results_cap = (cells + 1) * 17;
+    uint8_t *results = ee_secret_alloc(results_cap);
+    int64_t *result_offsets = malloc((cells + 1) * sizeof *result_offsets);
+    uint8_t *result_valid = malloc(cells + 1);
+    if (results == NULL || result_offsets == NULL || result_valid == NULL) {
+        status = EE_ERR_INTERNAL;
+        goto done;
+    }
+    size_t pos = 0;
+    for (size_t c = 0; c < cells; c++) {
+        size_t len;
+        result_offsets[c] = (int64_t)pos;
+        status = stage_result(results + pos, &len, &plan->outputs[c / group_count], &groups[c]);
+        if (status != EE_OK) goto done;
+        result_valid[c] = len > 0;
+        pos += len;
+    }
+    result_offsets[cells] = (int64_t)pos;
+    size_t written = 0;
+    for (size_t o = 0; o < plan->output_count; o++) {
+        size_t first = o * group_count, used = 0;
+        uint8_t *into = out_data == NULL ? NULL : out_data + written;
+        status = ee_encrypt_values(into, out_data_cap - written, &used, out_offsets + first,
+                                   &result_keys[o], 0, results, result_offsets + first,
+                                   result_valid + first, group_count);
+        if (status != EE_OK) goto done;
+        /* ee_encrypt_values counts from 0; shift this output's offsets to the whole output. */
+        for (size_t g = 0; g <= group_count; g++) out_offsets[first + g] += (int64_t)written;
+        written += used;
+    }
+    *out_data_len = written;
+done:
+    ee_secret_free(results, results_cap);
+    free(result_offsets);
+    free(result_valid);
+    return status;
+}
+
 ee_status ee_enclave_aggregate_stage(uint8_t *out_data, size_t out_data_cap,
                                      size_t *out_data_len, int64_t *out_offsets,
                                      size_t out_offsets_cap, uint64_t query_id,
@@ -865,9 +912,8 @@ ee_status ee_enclave_aggregate_stage(uint8_t *out_data, size_t out_data_cap,
                                      size_t group_count) {
     ee_status status;
     stage_prepared prep;
-    uint8_t *results = NULL, *result_valid = NULL;
-    int64_t *ids = NULL, *result_offsets = NULL;
-    size_t results_cap = 0, threads = 0;
+    int64_t *ids = NULL;
+    size_t threads = 0;
     stage_worker workers[STAGE_MAX_THREADS];
     memset(workers, 0, sizeof workers);
     ee_input in = {offsets, offsets_len, data, data_len, validity, validity_len,
@@ -944,48 +990,13 @@ ee_status ee_enclave_aggregate_stage(uint8_t *out_data, size_t out_data_cap,
         }
     }
 
-    results_cap = (cells + 1) * 17;
-    results = ee_secret_alloc(results_cap);
-    result_offsets = malloc((cells + 1) * sizeof *result_offsets);
-    result_valid = malloc(cells + 1);
-    if (results == NULL || result_offsets == NULL || result_valid == NULL) {
-        status = EE_ERR_INTERNAL;
-        goto done;
-    }
-    /* Every result first, so that an overflow anywhere stops the call before any cell is
-     * written; then each output's cells under its own result key, one after another. */
-    size_t pos = 0;
-    for (size_t c = 0; c < cells; c++) {
-        size_t len;
-        result_offsets[c] = (int64_t)pos;
-        status = stage_result(results + pos, &len, &plan->outputs[c / group_count],
-                              &workers[0].groups[c]);
-        if (status != EE_OK) goto done;
-        result_valid[c] = len > 0;
-        pos += len;
-    }
-    result_offsets[cells] = (int64_t)pos;
-    size_t written = 0;
-    for (size_t o = 0; o < plan->output_count; o++) {
-        size_t first = o * group_count, used = 0;
-        uint8_t *into = out_data == NULL ? NULL : out_data + written;
-        status = ee_encrypt_values(into, out_data_cap - written, &used, out_offsets + first,
-                                   &result_keys[o], 0, results, result_offsets + first,
-                                   result_valid + first, group_count);
-        if (status != EE_OK) goto done;
-        /* ee_encrypt_values counts from 0; shift this output's offsets to the whole output. */
-        for (size_t g = 0; g <= group_count; g++) out_offsets[first + g] += (int64_t)written;
-        written += used;
-    }
-    *out_data_len = written;
+    status = write_stage_results(out_data, out_data_cap, out_data_len, out_offsets, plan,
+                                 result_keys, workers[0].groups, group_count);
 done:
     for (size_t t = 0; t < STAGE_MAX_THREADS; t++) {
         ee_secret_free(workers[t].groups, workers[t].groups_cap);
     }
-    ee_secret_free(results, results_cap);
     stage_release(&prep);
-    free(result_offsets);
-    free(result_valid);
     free(ids);
     return status;
 }
@@ -1194,9 +1205,7 @@ ee_status ee_enclave_stage_finish(uint8_t *out_data, size_t out_data_cap, size_t
     stage_prepared prep;
     ee_cell_keys state_keys;
     expr_group *groups = NULL;
-    uint8_t *results = NULL, *result_valid = NULL;
-    int64_t *result_offsets = NULL;
-    size_t groups_cap = 0, results_cap = 0;
+    size_t groups_cap = 0;
     memset(&state_keys, 0, sizeof state_keys);
     ee_input states = {state_offsets, state_offsets_len, state_data, state_data_len,
                        state_validity, state_validity_len, 0, state_count};
@@ -1218,45 +1227,17 @@ ee_status ee_enclave_stage_finish(uint8_t *out_data, size_t out_data_cap, size_t
     if (status != EE_OK) goto done;
     groups_cap = (cells + 1) * sizeof *groups;
     groups = ee_secret_alloc(groups_cap);
-    results_cap = (cells + 1) * 17;
-    results = ee_secret_alloc(results_cap);
-    result_offsets = malloc((cells + 1) * sizeof *result_offsets);
-    result_valid = malloc(cells + 1);
-    if (groups == NULL || results == NULL || result_offsets == NULL || result_valid == NULL) {
+    if (groups == NULL) {
         status = EE_ERR_INTERNAL;
         goto done;
     }
     status = states_fold(groups, state_count, plan, &state_keys, &states, NULL);
     if (status != EE_OK) goto done;
-    /* As ee_enclave_aggregate_stage: every result first, then each output's cells. */
-    size_t pos = 0;
-    for (size_t c = 0; c < cells; c++) {
-        size_t len;
-        result_offsets[c] = (int64_t)pos;
-        status = stage_result(results + pos, &len, &plan->outputs[c / state_count], &groups[c]);
-        if (status != EE_OK) goto done;
-        result_valid[c] = len > 0;
-        pos += len;
-    }
-    result_offsets[cells] = (int64_t)pos;
-    size_t written = 0;
-    for (size_t o = 0; o < plan->output_count; o++) {
-        size_t first = o * state_count, used = 0;
-        uint8_t *into = out_data == NULL ? NULL : out_data + written;
-        status = ee_encrypt_values(into, out_data_cap - written, &used, out_offsets + first,
-                                   &prep.result_keys[o], 0, results, result_offsets + first,
-                                   result_valid + first, state_count);
-        if (status != EE_OK) goto done;
-        for (size_t g = 0; g <= state_count; g++) out_offsets[first + g] += (int64_t)written;
-        written += used;
-    }
-    *out_data_len = written;
+    status = write_stage_results(out_data, out_data_cap, out_data_len, out_offsets, plan,
+                                 prep.result_keys, groups, state_count);
 done:
     ee_secret_free(groups, groups_cap);
-    ee_secret_free(results, results_cap);
     ee_wipe(&state_keys, sizeof state_keys);
     stage_release(&prep);
-    free(result_offsets);
-    free(result_valid);
     return status;
 }
