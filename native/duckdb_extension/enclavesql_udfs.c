@@ -34,43 +34,14 @@ DUCKDB_EXTENSION_EXTERN
 #define EE_DUCKDB_ABI 4
 #define MAX_CONJUNCTS 8
 
-typedef ee_status (*compare_and_fn)(
-    uint8_t *state, size_t state_len, uint64_t query_id, uint16_t cek_id, int32_t type_code,
-    int32_t op, const uint8_t *constant, size_t constant_len, const uint8_t *views,
-    size_t views_len, const uint8_t *validity, size_t validity_len, size_t validity_bit_offset,
-    size_t count, const uint8_t *right_views, size_t right_views_len,
-    const uint8_t *right_validity, size_t right_validity_len, size_t right_validity_bit_offset,
-    size_t right_count);
-
-/* The compiler checks that the pointer type agrees with the enclave's own prototype (no
- * reference to the symbol: this file must not link against the enclave). */
-_Static_assert(__builtin_types_compatible_p(compare_and_fn,
-                                           __typeof__(&ee_enclave_compare_and_views)),
-               "compare_and_fn must match ee_enclave_compare_and_views in enclave.h");
+/* Pointer types taken from the enclave's own prototypes in enclave.h: __typeof__ of a
+ * declaration makes no reference to the symbol, and this file must not link against the
+ * enclave. Python hands over the addresses. */
+typedef __typeof__(&ee_enclave_compare_and_views) compare_and_fn;
+typedef __typeof__(&ee_enclave_stage_accumulate) stage_accumulate_fn;
+typedef __typeof__(&ee_enclave_stage_finish) stage_finish_fn;
 /* A DuckDB string vector is an array of the enclave's string views. */
 _Static_assert(sizeof(duckdb_string_t) == EE_VIEW_SIZE, "duckdb_string_t is a 16-byte view");
-
-typedef ee_status (*stage_accumulate_fn)(
-    uint8_t *out_data, size_t out_data_cap, size_t *out_data_len, int64_t *out_offsets,
-    size_t out_offsets_cap, uint64_t query_id, const uint8_t *layout, size_t layout_len,
-    const int32_t *offsets, size_t offsets_len, const uint8_t *data, size_t data_len,
-    const uint8_t *validity, size_t validity_len, size_t validity_bit_offset, size_t count,
-    const int64_t *group_ids, size_t group_ids_len, const int32_t *state_offsets,
-    size_t state_offsets_len, const uint8_t *state_data, size_t state_data_len,
-    const uint8_t *state_validity, size_t state_validity_len, size_t state_count,
-    const int64_t *state_groups, size_t state_groups_len, size_t group_count);
-typedef ee_status (*stage_finish_fn)(uint8_t *out_data, size_t out_data_cap, size_t *out_data_len,
-                                     int64_t *out_offsets, size_t out_offsets_cap,
-                                     uint64_t query_id, const uint8_t *layout, size_t layout_len,
-                                     const int32_t *state_offsets, size_t state_offsets_len,
-                                     const uint8_t *state_data, size_t state_data_len,
-                                     const uint8_t *state_validity, size_t state_validity_len,
-                                     size_t state_count);
-_Static_assert(__builtin_types_compatible_p(stage_accumulate_fn,
-                                            __typeof__(&ee_enclave_stage_accumulate)),
-               "stage_accumulate_fn must match ee_enclave_stage_accumulate in enclave.h");
-_Static_assert(__builtin_types_compatible_p(stage_finish_fn, __typeof__(&ee_enclave_stage_finish)),
-               "stage_finish_fn must match ee_enclave_stage_finish in enclave.h");
 
 static compare_and_fn g_compare_and;
 static stage_accumulate_fn g_stage_accumulate;
