@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from engine.client.client import Client, PreparedStatement
     from engine.client.keystores.base import KeyStoreProvider
+    from engine.client.small_results import SmallResult
     from engine.rotation import AlterColumnResult, EnclaveContext
     from engine.sql.catalog import CatalogSnapshot, TableInfo
     from engine.sql.plan import CatalogChange, Plan
@@ -71,6 +72,7 @@ class StatementResult:
     type_codes: tuple[str, ...]
     rowcount: int
     encrypted: tuple[bool, ...] = ()
+    small: SmallResult | None = None  # a small result's rows, in place of ``table``
 
 
 class Connection:
@@ -245,7 +247,10 @@ class Connection:
             outcome = self._host.execute(host_plan, values)
         if outcome.table is None:
             return StatementResult(None, (), outcome.rowcount)
-        table = self._client.decrypt(prepared, outcome.table, snapshot)
+        small = self._client.decrypt_small(prepared, outcome.table, snapshot)
+        table = None
+        if small is None:
+            table = self._client.decrypt(prepared, outcome.table, snapshot)
         type_codes = list(outcome.column_types)
         encrypted = [False] * len(type_codes)
         for index, column in enumerate(prepared.plan.result_columns[: len(type_codes)]):
@@ -253,7 +258,7 @@ class Connection:
                 encrypted[index] = True
                 if self._client.column_encryption:
                     type_codes[index] = column.target.declared_type
-        return StatementResult(table, tuple(type_codes), outcome.rowcount, tuple(encrypted))
+        return StatementResult(table, tuple(type_codes), outcome.rowcount, tuple(encrypted), small)
 
     def _execute_in_enclave(
         self, prepared: Any, host_plan: Any, parameters: Sequence[object], snapshot: Any

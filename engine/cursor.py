@@ -1,8 +1,9 @@
 """The PEP 249 Cursor: execute, executemany, the fetch methods, description and rowcount.
 
 It is a thin front over the Connection, which runs statements through the client and the host;
-it holds one result as Arrow and turns it into Python rows batch by batch on demand. It must not
-touch keys, DuckDB or the SQL front end itself.
+it holds one result as Arrow and turns it into Python rows batch by batch on demand (a small
+result comes as Python column lists, its Arrow table built only for fetch_arrow_table and
+fetchdf). It must not touch keys, DuckDB or the SQL front end itself.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow as pa
 
+    from engine.client.small_results import SmallResult
     from engine.connection import Connection, StatementResult
 
 __all__ = ["Cursor"]
@@ -28,10 +30,14 @@ Description = tuple[tuple[str, str, None, None, None, None, None], ...]
 
 def _python_values(array: Any, type_code: str) -> list[Any]:
     """One Arrow column as Python values, as DuckDB's own fetchall would give them."""
+    return _as_duckdb(array.to_pylist(maps_as_pydicts="lossy"), array.type, type_code)
+
+
+def _as_duckdb(values: list[Any], arrow_type: Any, type_code: str) -> list[Any]:
+    """A column's Python values from Arrow (``to_pylist``) as DuckDB's fetchall gives them."""
     import pyarrow as pa
 
-    values: list[Any] = array.to_pylist(maps_as_pydicts="lossy")
-    if type_code == "UUID" and pa.types.is_string(array.type):
+    if type_code == "UUID" and pa.types.is_string(arrow_type):
         return [None if v is None else uuid.UUID(v) for v in values]
     if type_code in ("HUGEINT", "UHUGEINT"):
         return [None if v is None else int(v) for v in values]
@@ -88,6 +94,8 @@ class Cursor:
         self._encrypted: tuple[bool, ...] | None = None
         self._rowcount = -1
         self._table: pa.Table | None = None
+        self._small: SmallResult | None = None  # a small result, in place of _table
+        self._small_rows: list[tuple[Any, ...]] | None = None  # its rows, until fetched
         self._batches: Iterator[Any] = iter(())
         self._buffer: deque[tuple[Any, ...]] = deque()
 
@@ -140,18 +148,33 @@ class Cursor:
     # Execution.
 
     def _take(self, result: StatementResult) -> None:
-        self._reset()
+        """Keep ``result``; the caller has reset the cursor."""
         self._rowcount = result.rowcount
-        if result.table is not None:
-            self._table = result.table
-            self._description = tuple(
-                (name, type_code, None, None, None, None, None)
-                for name, type_code in zip(
-                    result.table.column_names, result.type_codes, strict=True
+        small, table = result.small, result.table
+        if small is not None:
+            names = small.names
+        elif table is not None:
+            names = table.column_names
+        else:
+            return
+        self._description = tuple(
+            (name, type_code, None, None, None, None, None)
+            for name, type_code in zip(names, result.type_codes, strict=True)
+        )
+        self._encrypted = result.encrypted or tuple(False for _ in result.type_codes)
+        if small is not None:
+            self._small = small
+            columns = [
+                _as_duckdb(values, arrow_type, type_code)
+                for values, arrow_type, type_code in zip(
+                    small.values, small.types, result.type_codes, strict=True
                 )
-            )
-            self._encrypted = result.encrypted or tuple(False for _ in result.type_codes)
-            self._batches = iter(result.table.to_batches())
+            ]
+            self._small_rows = list(zip(*columns, strict=True)) if columns else []
+            return
+        assert table is not None
+        self._table = table
+        self._batches = iter(table.to_batches())
 
     def execute(self, operation: str, parameters: Sequence[object] | None = None) -> Cursor:
         """Run one or more statements; ``?`` markers take ``parameters`` in order."""
@@ -177,10 +200,14 @@ class Cursor:
 
     def _require_result(self) -> None:
         self._check_open()
-        if self._table is None:
+        if self._table is None and self._small is None:
             raise ProgrammingError("the last statement returned no rows to fetch; run a query")
 
     def _fill(self) -> bool:
+        if self._small_rows is not None:
+            rows, self._small_rows = self._small_rows, None
+            self._buffer.extend(rows)
+            return bool(rows)
         for batch in self._batches:
             if batch.num_rows == 0:
                 continue
@@ -221,13 +248,19 @@ class Cursor:
         import pyarrow as pa
 
         self._require_result()
-        assert self._table is not None
-        schema = self._table.schema
         if self._buffer:
             raise ProgrammingError(
                 "fetch_arrow_table after fetchone or fetchmany is not supported; run the "
                 "query again"
             )
+        if self._small is not None:
+            table = self._small.arrow()
+            if self._small_rows is None:  # already fetched: what remains is no rows
+                return pa.Table.from_batches([], schema=table.schema)
+            self._small_rows = None
+            return table
+        assert self._table is not None
+        schema = self._table.schema
         batches = list(self._batches)
         self._batches = iter(())
         return pa.Table.from_batches(batches, schema=schema)

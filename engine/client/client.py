@@ -33,6 +33,7 @@ from engine.client.keystores.registry import build_registry
 from engine.client.parameters import KeyLookup, encrypt_parameter_columns, encrypt_parameters
 from engine.client.plan_templates import PlanTemplates
 from engine.client.results import decrypt_result, name_result
+from engine.client.small_results import SmallResult, small_result
 from engine.errors import OperationalError, ProgrammingError
 from engine.sql.catalog import CatalogSnapshot, TableInfo
 from engine.sql.describe import describe
@@ -374,6 +375,18 @@ class Client:
         lookup = self.column_key_lookup(snapshot)
         table = decrypt_result(table, prepared.plan.result_columns, lookup)
         return integer_sums(prepared.plan, table) if prepared.plan.enclave_operations else table
+
+    def decrypt_small(
+        self, prepared: PreparedStatement, table: pa.Table, snapshot: CatalogSnapshot
+    ) -> SmallResult | None:
+        """``decrypt`` for a small result as Python column lists, the Arrow table built only
+        on request; None when the result takes ``decrypt`` (engine.client.small_results)."""
+        plan = prepared.plan
+        if plan.enclave_operations:
+            return None
+        encrypted = self.column_encryption and any(c.target for c in plan.result_columns)
+        lookup = self.column_key_lookup(snapshot) if encrypted else None
+        return small_result(table, plan.result_columns, lookup)
 
     def encrypt_batch(
         self, table: TableInfo, batch: Mapping[str, Any], snapshot: CatalogSnapshot

@@ -24,7 +24,7 @@ from engine.types import SqlType, parse_sql_type
 if TYPE_CHECKING:
     from enclave.binding import CellKey
 
-__all__ = ["CodecKey", "decrypt_column", "encrypt_column", "encrypt_values"]
+__all__ = ["CodecKey", "decrypt_column", "decrypt_values", "encrypt_column", "encrypt_values"]
 
 _ENCRYPTION_TYPES = {"DETERMINISTIC": True, "RANDOMIZED": False}
 
@@ -136,16 +136,33 @@ def decrypt_column(
 def _decrypt_small(array: pa.Array, cek: CodecKey, declared: SqlType) -> pa.Array | None:
     """A few cells decrypted in one native call without Arrow, or None when a plaintext needs
     the batch path (which then gives the error). A bad cell raises here, as there."""
-    cells = array.to_pylist()
+    values = decrypt_values(array.to_pylist(), cek, declared)
+    if values is None:
+        return None
+    return pa.array(values, type=declared.arrow_type)
+
+
+def decrypt_values(
+    cells: Sequence[bytes | None], cek: CodecKey, sql_type: str | SqlType
+) -> list[object] | None:
+    """A few cells (at most SMALL_VALUES, None stays None) as Python values, in one native call
+    without Arrow, or None when they need ``decrypt_column`` (too many or too large, or a
+    plaintext the few-values path does not convert: the batch path then gives the error).
+    A tampered cell raises CellAuthenticationError here, as there.
+
+    >>> import os
+    >>> cek = os.urandom(32)
+    >>> decrypt_values(encrypt_values(["Zoë", None], cek, "RANDOMIZED", "VARCHAR"), cek, "VARCHAR")
+    ['Zoë', None]
+    """
+    if len(cells) > SMALL_VALUES:
+        return None
     if sum(len(cell) for cell in cells if cell is not None) > _SMALL_BYTES:
         return None
     from enclave import binding
 
     plaintexts = _with_key(cek, lambda key: binding.decrypt_values(key, cells))
-    values = denormalize_values(plaintexts, declared)
-    if values is None:
-        return None
-    return pa.array(values, type=declared.arrow_type)
+    return denormalize_values(plaintexts, _as_type(sql_type))
 
 
 def _with_key(cek: CodecKey, action: Callable[[CellKey], _T]) -> _T:
