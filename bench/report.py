@@ -270,18 +270,23 @@ def _enclave_compare(rows: Sequence[Row], codec: Any, sf: float) -> Reading:
     return _worst(readings, ">=")
 
 
-def _range_vs_floor(rows: Sequence[Row], codec: Any, sf: float) -> Reading:
-    value, why = _worst(
-        [_ratio(rows, case, "enclavesql", "udf_floor") for case in RANGE_CASES], "<="
-    )
+def _at_sf1(reading: Reading, sf: float) -> Reading:
+    """A figure whose target is set for SF 1: from another scale it is shown but decides
+    nothing (the reason says so, which keeps the target undecided)."""
+    value, why = reading
     if value is None or sf == 1:
         return value, why
-    # The target is set for SF 1; a figure from another scale is shown but decides nothing.
     return value, f"{SCALE_ONLY}; this run is SF {sf:g} ({why})"
 
 
+def _range_vs_floor(rows: Sequence[Row], codec: Any, sf: float) -> Reading:
+    return _at_sf1(
+        _worst([_ratio(rows, case, "enclavesql", "udf_floor") for case in RANGE_CASES], "<="), sf
+    )
+
+
 def _q6_vs_plaintext(rows: Sequence[Row], codec: Any, sf: float) -> Reading:
-    return _ratio(rows, "q6", "enclavesql", "plaintext")
+    return _at_sf1(_ratio(rows, "q6", "enclavesql", "plaintext"), sf)
 
 
 def _q6_over_pyca(rows: Sequence[Row], codec: Any, sf: float) -> Reading:

@@ -205,6 +205,17 @@ def test_the_range_target_is_only_decided_at_scale_factor_one() -> None:
     assert "SF 1" in at_small["reason"]
 
 
+def test_the_q6_target_is_only_decided_at_scale_factor_one() -> None:
+    # Q6's ratio to plaintext shrinks with the scale (fixed costs), so SF 0.1 must not pass it.
+    rows = _rows(("q6", "plaintext", 0.1, 100), ("q6", "enclavesql", 3.0, 100))
+    at_sf1 = _target(report.evaluate_targets(rows, None, sf=1), "TPC-H Q6 (x plaintext)")
+    assert (at_sf1["measured"], at_sf1["met"]) == (pytest.approx(30.0), True)
+    at_small = _target(report.evaluate_targets(rows, None, sf=0.1), "TPC-H Q6 (x plaintext)")
+    assert at_small["measured"] == pytest.approx(30.0)
+    assert at_small["met"] is None
+    assert "SF 1" in at_small["reason"]
+
+
 def test_reencryption_is_the_whole_table_against_the_codec_on_the_same_cells() -> None:
     # The client codec decrypts and encrypts the cells in 1 s; rotating the column takes 2 s.
     rows = _rows(
