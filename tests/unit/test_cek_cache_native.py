@@ -16,6 +16,7 @@ import engine  # noqa: E402
 from engine.client.cek_cache import CekCache  # noqa: E402
 from engine.client.codec import encrypt_values  # noqa: E402
 from engine.errors import CellAuthenticationError  # noqa: E402
+from tests.support.keys import CEK1_KEYS  # noqa: E402
 
 CEK = bytes(range(32))
 
@@ -117,14 +118,8 @@ def test_a_connection_loads_each_key_once_and_wipes_it_on_close(tmp_path: Path) 
 
     build_registry(key_directory=tmp_path).get("PEM_FILE").generate_key("cmk.pem")
     con = engine.connect(":memory:", key_dir=str(tmp_path))
-    con.execute(
-        "CREATE COLUMN MASTER KEY cmk1 WITH (KEY_STORE_PROVIDER_NAME = 'PEM_FILE', "
-        "KEY_PATH = 'cmk.pem')"
-    )
-    con.execute(
-        "CREATE COLUMN ENCRYPTION KEY cek1 WITH VALUES (COLUMN_MASTER_KEY = cmk1, "
-        "ALGORITHM = 'RSA_OAEP')"
-    )
+    for statement in CEK1_KEYS:
+        con.execute(statement)
     con.execute(
         "CREATE TABLE t (id INTEGER, ssn VARCHAR ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = cek1, "
         "ENCRYPTION_TYPE = DETERMINISTIC, ALGORITHM = 'AEAD_AES_256_CBC_HMAC_SHA_256'))"

@@ -21,7 +21,7 @@ import engine  # noqa: E402
 import engine.client.small_results as small_results  # noqa: E402
 from engine import errors  # noqa: E402
 from engine.client.codec import SMALL_VALUES  # noqa: E402
-from tests.support.keys import make_pem_keys  # noqa: E402
+from tests.support.keys import CEK1_KEYS, make_pem_keys  # noqa: E402
 
 ENC = (
     "ENCRYPTED WITH (COLUMN_ENCRYPTION_KEY = cek1, ENCRYPTION_TYPE = {}, "
@@ -79,14 +79,8 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, P
     key_dir = make_pem_keys(directory / "keys", "cmk.pem")
     path = directory / "small.duckdb"
     with engine.connect(str(path), key_dir=str(key_dir)) as con:
-        con.execute(
-            "CREATE COLUMN MASTER KEY cmk1 WITH (KEY_STORE_PROVIDER_NAME = 'PEM_FILE', "
-            "KEY_PATH = 'cmk.pem')"
-        )
-        con.execute(
-            "CREATE COLUMN ENCRYPTION KEY cek1 WITH VALUES (COLUMN_MASTER_KEY = cmk1, "
-            "ALGORITHM = 'RSA_OAEP')"
-        )
+        for statement in CEK1_KEYS:
+            con.execute(statement)
         columns = []
         for type_name in ENCRYPTED:
             columns.append(f"{_column(type_name)} {type_name} {ENC.format('RANDOMIZED')}")
