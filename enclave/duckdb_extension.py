@@ -19,6 +19,7 @@ from typing import Any
 import cffi
 
 from engine.errors import Error, InternalError, OperationalError
+from engine.predicate_program import MALFORMED_PROGRAM
 
 __all__ = [
     "EXTENSION_PATH",
@@ -31,7 +32,7 @@ __all__ = [
 
 EXTENSION_PATH = Path(__file__).resolve().parent / "enclavesql_udfs.duckdb_extension"
 # The cffi-level ABI of the file (EE_DUCKDB_ABI in enclavesql_udfs.c).
-_ABI = 4
+_ABI = 5
 # Set ENCLAVESQL_NATIVE_UDFS=0 to keep the Python UDFs (a fallback, and how tests cover both).
 _SWITCH = "ENCLAVESQL_NATIVE_UDFS"
 
@@ -126,6 +127,8 @@ def take_failure(query_id: int) -> Error | None:
         )
     if status == -2:
         return OperationalError("the native enclave predicates ran out of memory")
+    if status == -3:
+        return InternalError(MALFORMED_PROGRAM)
     from enclave.binding import status_error
 
     return status_error(status, what)

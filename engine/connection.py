@@ -552,8 +552,9 @@ _ENCLAVE_MARKERS = {
     "enclave_type": "an enclave operation's type code (set by the client)",
     "enclave_operator": "an enclave operation's operator code (set by the client)",
     "enclave_constant": "an enclave operation's constant, encrypted by the client",
-    "enclave_constant_ref": (
-        "an enclave operation's constant, encrypted by the client (the host passes it by reference)"
+    "enclave_program": (
+        "the key ids, type codes, operator codes and encrypted constants of an enclave filter's "
+        "predicates (set by the client; the host passes them by reference)"
     ),
 }
 

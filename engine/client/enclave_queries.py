@@ -33,6 +33,7 @@ from engine.client.enclave_package import Operator, TypeCode, expression_program
 from engine.client.enclave_session import EnclaveSession
 from engine.client.parameters import KeyLookup, coerce_text, encrypt_parameters
 from engine.errors import NotSupportedError, ProgrammingError
+from engine.predicate_program import pack_predicates
 from engine.sql.catalog import CatalogSnapshot
 from engine.sql.plan import (
     ENCLAVE_ROLES,
@@ -349,6 +350,19 @@ def _role_value(
     role, operation = spec.source
     if role == "enclave_query":
         return None  # the host's: it learns the query id from begin_query
+    if role == "enclave_program":
+        assert isinstance(operation, tuple)
+        return pack_predicates(
+            [
+                (
+                    session.cek_id(each.target.cek_name),
+                    int(grants[each].type_code),
+                    int(grants[each].operator),
+                    grants[each].constant,
+                )
+                for each in operation
+            ]
+        )
     assert isinstance(operation, EnclaveOperation)
     grant = grants[operation]
     if role == "enclave_cek":

@@ -66,15 +66,15 @@ def bind_query_id(plan: Plan, values: Sequence[object], query_id: int) -> list[o
     for index, spec in enumerate(plan.parameters):
         if spec.source[0] == "enclave_query":
             bound[index] = query_id
-        elif spec.source[0] == "enclave_constant_ref":
-            # A small integer for the client's constant blob (see enclave_udfs.constant_ref).
+        elif spec.source[0] == "enclave_program":
+            # A small integer for the client's predicate program (see enclave_udfs.constant_ref).
             bound[index] = constant_ref(_constant_bytes(values[index]))
     return bound
 
 
 def _constant_bytes(value: object) -> bytes:
     if not isinstance(value, bytes | bytearray | memoryview):
-        raise ProgrammingError("an enclave operation's constant must be bytes from the client")
+        raise ProgrammingError("an enclave filter's program must be bytes from the client")
     return bytes(value)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -20,6 +20,7 @@ from duckdb.func import FunctionNullHandling, PythonUDFType
 
 from enclave import duckdb_extension
 from engine.errors import Error, InternalError
+from engine.predicate_program import Predicate, unpack_predicates
 from engine.sql.rewrite_enclave_predicates import (
     COMPARE_COLUMNS_FUNCTION,
     COMPARE_FUNCTION,
@@ -29,11 +30,14 @@ from engine.sql.rewrite_enclave_predicates import (
 
 __all__ = ["UDF_FAILURES", "constant_ref", "register_enclave_udfs"]
 
-# The constant blobs behind "enclave_constant_ref" markers. A BLOB argument of a DuckDB UDF is
-# materialized once per row of every vector (measured: about 10 ms per BLOB argument for a
-# 600k-row scan, half of the whole UDF floor), so the host binds a small integer instead and
-# the UDF looks the blob up here. Blobs are ciphertext the host holds anyway; the table is
-# content-addressed and bounded, oldest first out.
+_Result = TypeVar("_Result")
+
+# The predicate programs behind "enclave_program" markers, and the layouts of native stage
+# aggregates. A constant argument of a DuckDB UDF is materialized once per row of every vector
+# (measured: about 10 ms per BLOB argument for a 600k-row scan, half of the whole UDF floor), so
+# the host binds a small integer instead and the UDF looks the blob up here. Blobs are
+# ciphertext and codes the host holds anyway; the table is content-addressed and bounded,
+# oldest first out.
 _REF_LIMIT = 4096
 _REF_BYTES_LIMIT = 64 << 20
 _refs_lock = threading.Lock()
@@ -124,13 +128,14 @@ def register_enclave_udfs(
     >>> register_enclave_udfs(con, Fake())
     >>> con.execute("SELECT __ee_compare('abc'::BLOB, 1::UBIGINT, 1, 1, 1, 'ab'::BLOB)").fetchall()
     [(True,)]
-    >>> ref = constant_ref(b"c")
-    >>> sql = "SELECT __ee_filter_1('abc'::BLOB, 1::UBIGINT, 1, 1, 3, ?::UBIGINT)"
+    >>> from engine.predicate_program import pack_predicates
+    >>> ref = constant_ref(pack_predicates([(1, 1, 3, b"c")]))
+    >>> sql = "SELECT __ee_filter_1('abc'::BLOB, 1::UBIGINT, ?::UBIGINT)"
     >>> con.execute(sql, [ref]).fetchall()
     [(True,)]
     """
 
-    def guarded(query: int, work: Callable[[], pa.Array]) -> pa.Array:
+    def guarded(query: int, work: Callable[[], _Result]) -> _Result:
         try:
             return work()
         except Error as error:
@@ -167,31 +172,26 @@ def register_enclave_udfs(
     ) -> pa.Array:
         return call(left, right, query_id, cek_id, type_code, operator, None)
 
-    # The predicate list of one query, keyed by its bound codes: built once, not per vector.
-    prepared: dict[tuple[int, ...], list[tuple[int, int, int, bytes]]] = {}
+    # The predicate list of each bound program: unpacked once, not per vector.
+    prepared: dict[int, list[Predicate]] = {}
 
     def make_filter(k: int) -> Callable[..., pa.Array]:
         def run(*args: Any) -> pa.Array:
             columns = args[:k]
             if len(columns[0]) == 0:
                 return pa.array([], pa.bool_())
-            codes = tuple(_scalar(array) for array in args[k:])
-            query = codes[0]
-            predicates = prepared.get(codes)
+            query, program = _scalar(args[k]), _scalar(args[k + 1])
+            predicates = prepared.get(program)
             if predicates is None:
-                predicates = [
-                    (codes[i], codes[i + 1], codes[i + 2], _blob(codes[i + 3]))
-                    for i in range(1, 4 * k + 1, 4)
-                ]
+                predicates = guarded(query, lambda: unpack_predicates(_blob(program), k))
                 if len(prepared) > 256:
                     prepared.clear()
-                prepared[codes] = predicates
+                prepared[program] = predicates
             cells = [_cells(array) for array in columns]
             return guarded(query, lambda: gateway.filter(query, predicates, cells))
 
         # DuckDB reads the arity from the signature; *args alone would read as none.
-        names = [f"cells_{i}" for i in range(k)] + ["query_id"]
-        names += [f"{role}_{i}" for i in range(k) for role in ("cek", "type", "op", "ref")]
+        names = [f"cells_{i}" for i in range(k)] + ["query_id", "program"]
         run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [inspect.Parameter(name, inspect.Parameter.POSITIONAL_ONLY) for name in names]
         )
@@ -216,7 +216,7 @@ def register_enclave_udfs(
             side_effects=False,
         )
     for k in range(1, 0 if native_filters else MAX_CONJUNCTS + 1):
-        arguments: list[Any] = [blob] * k + [ubigint] + [integer, integer, integer, ubigint] * k
+        arguments: list[Any] = [blob] * k + [ubigint, ubigint]
         connection.create_function(
             filter_function(k),
             make_filter(k),

@@ -322,11 +322,14 @@ def describe(statement: exp.Expr, catalog: CatalogSnapshot, *, enclave_available
     )
     operations: list[EnclaveOperation] = []
     for spec in parameters:
-        # Each occurrence of an enclave operation has exactly one CEK marker. Counting those,
-        # not distinct values, keeps a predicate written twice with the same literal as two
-        # operations, as the host counts them (it sees each lifted literal as its own ?).
+        # Each occurrence of an enclave operation has exactly one CEK marker or one place in a
+        # filter's program. Counting those, not distinct values, keeps a predicate written twice
+        # with the same literal as two operations, as the host counts them (it sees each lifted
+        # literal as its own ?).
         if spec.source[0] == "enclave_cek" and isinstance(spec.source[1], EnclaveOperation):
             operations.append(spec.source[1])
+        elif spec.source[0] == "enclave_program" and isinstance(spec.source[1], tuple):
+            operations.extend(spec.source[1])
 
     result_columns: tuple[ResultColumn, ...] = ()
     if isinstance(tree, exp.Query):

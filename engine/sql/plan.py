@@ -74,16 +74,17 @@ class EncryptionTarget:
 # The roles of the ``?`` markers that an enclave operation adds to the host's SQL: the query
 # id (the host fills it in after begin_query), and the CEK id, type code, operator code and
 # constant blob of one EnclaveOperation (the client fills those in; it owns the codes).
-# "enclave_constant_ref" carries the same constant blob as "enclave_constant"; the host swaps
-# it for a small integer before DuckDB sees it (engine/host/enclave_udfs.py: a BLOB argument
-# would be copied into every vector of the scan).
+# "enclave_program" is the predicate program of one filter call (engine/predicate_program.py):
+# the codes and constants of its operations, a tuple, in call order. The host swaps the blob for
+# a small integer before DuckDB sees it (engine/host/enclave_udfs.py: DuckDB copies a constant
+# argument into every vector of the scan).
 EnclaveRole = Literal[
     "enclave_query",
     "enclave_cek",
     "enclave_type",
     "enclave_operator",
     "enclave_constant",
-    "enclave_constant_ref",
+    "enclave_program",
 ]
 ENCLAVE_ROLES: tuple[str, ...] = get_args(EnclaveRole)
 
@@ -99,6 +100,7 @@ class ParameterSpec:
         tuple[Literal["user"], int]
         | tuple[Literal["literal"], Any]
         | tuple[EnclaveRole, EnclaveOperation | None]
+        | tuple[Literal["enclave_program"], tuple[EnclaveOperation, ...]]
     )
     target: EncryptionTarget | None
     # True for a value compared (=, <>, IN) with an exact-numeric column: the client must not

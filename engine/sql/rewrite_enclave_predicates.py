@@ -1,8 +1,9 @@
 """Rewrite rule: turn each predicate the classifier marked for the enclave into a UDF call.
 
 ``x < ?`` over a RANDOMIZED, enclave-enabled column becomes ``__ee_filter_1(x, <query id>,
-<cek id>, <type>, <operator>, <constant ref>)`` with five ``?`` that the host and client fill
-in, and an AND of such calls becomes one ``__ee_filter_<k>`` call (one enclave pass per vector).
+<predicate program>)`` with two ``?`` that the host and client fill in (the program packs the
+predicate's key id, type, operator and constant: engine/predicate_program.py), and an AND of
+such calls becomes one ``__ee_filter_<k>`` call with one program (one enclave pass per vector).
 NULL in gives NULL out, so NOT, AND and OR keep SQL's three-valued logic in DuckDB. It must not
 encrypt, choose keys or decide what is allowed (the classifier did that).
 """
@@ -27,6 +28,7 @@ __all__ = [
     "COMPARE_COLUMNS_FUNCTION",
     "FILTER_PREFIX",
     "MAX_CONJUNCTS",
+    "PROGRAM_ROLE",
     "ROLE",
     "SQL_NAMES",
     "filter_function",
@@ -35,6 +37,8 @@ __all__ = [
 ]
 
 COMPARE_FUNCTION = "__ee_compare"
+# The role of a filter call's one program marker (engine/predicate_program.py).
+PROGRAM_ROLE = "enclave_program"
 COMPARE_COLUMNS_FUNCTION = "__ee_compare_columns"
 FILTER_PREFIX = "__ee_filter_"
 # The most predicates one __ee_filter_<k> call takes; a longer AND is split into several calls.
@@ -63,35 +67,44 @@ SQL_NAMES = {"EQ": "=", "NE": "<>", "LT": "<", "LE": "<=", "GT": ">", "GE": ">="
 _STRING_FORMS = (NormalizationForm.UTF8, NormalizationForm.UTF16LE)
 
 
-def role_placeholder(role: str, operation: EnclaveOperation | None, cast: str) -> exp.Expr:
-    """A ``?`` whose value the host (query id) or the client (the rest) fills in, cast as SQL."""
+def role_placeholder(
+    role: str, operation: EnclaveOperation | tuple[EnclaveOperation, ...] | None, cast: str
+) -> exp.Expr:
+    """A ``?`` whose value the host (query id) or the client (the rest) fills in, cast as SQL.
+    A predicate program's ``?`` carries the tuple of its operations, in call order."""
     marker = exp.Placeholder()
     marker.meta[ROLE] = (role, operation)
     return exp.Cast(this=marker, to=exp.DataType.build(cast, dialect="duckdb"))
 
 
 def _call(function: str, columns: list[exp.Expr], operation: EnclaveOperation) -> exp.Expr:
+    query = role_placeholder("enclave_query", None, "UBIGINT")
+    if function == COMPARE_FUNCTION:
+        # Codes and constant go as one program, by reference: the host binds a small integer.
+        program = role_placeholder(PROGRAM_ROLE, (operation,), "UBIGINT")
+        return exp.Anonymous(this=filter_function(1), expressions=[*columns, query, program])
     arguments = [
         *columns,
-        role_placeholder("enclave_query", None, "UBIGINT"),
+        query,
         role_placeholder("enclave_cek", operation, "INTEGER"),
         role_placeholder("enclave_type", operation, "INTEGER"),
         role_placeholder("enclave_operator", operation, "INTEGER"),
     ]
-    if function == COMPARE_FUNCTION:
-        # The constant goes by reference: the host binds a small integer for the blob.
-        arguments.append(role_placeholder("enclave_constant_ref", operation, "UBIGINT"))
-        function = filter_function(1)
     return exp.Anonymous(this=function, expressions=arguments)
 
 
-def _filter_parts(node: exp.Expr) -> tuple[list[exp.Expr], list[exp.Expr]] | None:
-    """(cell columns, the four codes of each predicate) of an __ee_filter_<k> call, else None."""
+def _filter_parts(
+    node: exp.Expr,
+) -> tuple[list[exp.Expr], exp.Expr, tuple[EnclaveOperation, ...]] | None:
+    """(cell columns, query marker, operations of its program) of an __ee_filter_<k> call,
+    else None."""
     if not (isinstance(node, exp.Anonymous) and str(node.name).startswith(FILTER_PREFIX)):
         return None
     k = int(str(node.name)[len(FILTER_PREFIX) :])
     arguments = list(node.expressions)
-    return arguments[:k], arguments[k + 1 :]
+    program = arguments[k + 1]
+    marker = program.this if isinstance(program, exp.Cast) else program
+    return arguments[:k], arguments[k], marker.meta[ROLE][1]
 
 
 def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
@@ -103,37 +116,61 @@ def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
 
 
 def _merge_conjunction(node: exp.Expr) -> exp.Expr:
-    """One __ee_filter_<k> call for the enclave predicates of an AND chain (at most
-    MAX_CONJUNCTS each), in the order written: the enclave then reads a later predicate's cells
-    only for rows the earlier ones left TRUE or unknown."""
+    """One __ee_filter_<k> call for the enclave predicates of an AND chain over the same tables
+    (at most MAX_CONJUNCTS each), in the order written: the enclave then reads a later
+    predicate's cells only for rows the earlier ones left TRUE or unknown. Predicates over
+    different tables stay apart, so that DuckDB can still push each below a join (and a join's
+    side read, which holds one side's predicates, binds the same program)."""
     if not isinstance(node, exp.And) or isinstance(node.parent, exp.And):
         return node
     operands = _conjuncts(node)
-    calls = [operand for operand in operands if _filter_parts(operand) is not None]
-    if len(calls) < 2:
+    groups: dict[tuple[str, ...], list[exp.Expr]] = {}
+    for operand in operands:
+        parts = _filter_parts(operand)
+        if parts is not None:
+            tables = tuple(
+                sorted({column.table for c in parts[0] for column in c.find_all(exp.Column)})
+            )
+            groups.setdefault(tables, []).append(operand)
+    if all(len(calls) < 2 for calls in groups.values()):
         return node
+    merged_at: dict[int, list[exp.Expr]] = {
+        id(calls[0]): _merged(calls) for calls in groups.values()
+    }
+    members = {id(call) for calls in groups.values() for call in calls}
+    # Each group's calls take the place of its first predicate; the rest keep their order.
+    ordered: list[exp.Expr] = []
+    for operand in operands:
+        if id(operand) in merged_at:
+            ordered += merged_at[id(operand)]
+        elif id(operand) not in members:
+            ordered.append(operand)
+    return exp.and_(*ordered, copy=False)
+
+
+def _merged(calls: list[exp.Expr]) -> list[exp.Expr]:
+    """The calls of one group as __ee_filter_<k> calls of at most MAX_CONJUNCTS predicates."""
+    if len(calls) == 1:
+        return calls
     merged: list[exp.Expr] = []
     for start in range(0, len(calls), MAX_CONJUNCTS):
-        group = calls[start : start + MAX_CONJUNCTS]
         columns: list[exp.Expr] = []
-        codes: list[exp.Expr] = []
+        operations: list[EnclaveOperation] = []
         query: exp.Expr | None = None
-        for call in group:
+        for call in calls[start : start + MAX_CONJUNCTS]:
             parts = _filter_parts(call)
             assert parts is not None
             columns += parts[0]
-            codes += parts[1]
-            if query is None:
-                query = call.expressions[len(parts[0])]
+            operations += parts[2]
+            query = parts[1] if query is None else query
         assert query is not None
+        program = role_placeholder(PROGRAM_ROLE, tuple(operations), "UBIGINT")
         merged.append(
-            exp.Anonymous(this=filter_function(len(columns)), expressions=[*columns, query, *codes])
+            exp.Anonymous(
+                this=filter_function(len(columns)), expressions=[*columns, query, program]
+            )
         )
-    rest = [operand for operand in operands if _filter_parts(operand) is None]
-    # The merged calls take the place of the first enclave predicate; the rest keep their order.
-    first = operands.index(calls[0])
-    ordered = rest[:first] + merged + rest[first:]
-    return exp.and_(*ordered, copy=False)
+    return merged
 
 
 def _source(operand: exp.Expr, target: EncryptionTarget, construct: str) -> tuple[str, Any]:
@@ -335,8 +372,7 @@ def rewrite_enclave_predicates(expression: exp.Expr) -> exp.Expr:
     >>> tree.find(exp.LT).meta[ENCLAVE] = target
     >>> tree.find(exp.Placeholder).meta["ae_user_index"] = 0
     >>> rewrite_enclave_predicates(tree).sql("duckdb")  # doctest: +NORMALIZE_WHITESPACE
-    'SELECT id FROM t WHERE __EE_FILTER_1(x, CAST(? AS UBIGINT), CAST(? AS INT),
-     CAST(? AS INT), CAST(? AS INT), CAST(? AS UBIGINT))'
+    'SELECT id FROM t WHERE __EE_FILTER_1(x, CAST(? AS UBIGINT), CAST(? AS UBIGINT))'
     """
     if not any(ENCLAVE in node.meta for node in expression.walk() if node.meta):
         return expression

@@ -31,7 +31,7 @@
 DUCKDB_EXTENSION_EXTERN
 
 /* Bumped when anything Python calls through cffi (below) changes. */
-#define EE_DUCKDB_ABI 4
+#define EE_DUCKDB_ABI 5
 #define MAX_CONJUNCTS 8
 
 /* Pointer types taken from the enclave's own prototypes in enclave.h: __typeof__ of a
@@ -74,6 +74,9 @@ typedef struct {
 } failure_slot;
 
 enum { FAILURE_COMPARE = 0, FAILURE_AGGREGATE = 1 };
+/* Statuses of the extension's own (enclave statuses are >= 0 or EE_ERR_*): -1 a constant no
+ * longer bound, -2 out of memory, -3 a predicate program that does not parse. */
+#define FAILURE_MALFORMED_PROGRAM (-3)
 
 static failure_slot g_failures[FAILURE_SLOTS];
 static size_t g_failure_next;
@@ -189,14 +192,10 @@ __attribute__((visibility("default"))) int32_t ee_duckdb_take_failure(uint64_t q
     return ee_duckdb_take_failure_of(query_id, &kind);
 }
 
-/* ---- Per-thread scratch: a copy of each predicate's constant, and the running AND -------- */
+/* ---- Per-thread scratch: a copy of the call's predicate program, and the running AND ------ */
 
-typedef struct {
-    uint8_t *constant;
-    size_t constant_cap;
-} scratch;
-
-static _Thread_local scratch t_scratch[MAX_CONJUNCTS];
+static _Thread_local uint8_t *t_program;
+static _Thread_local size_t t_program_cap;
 static _Thread_local uint8_t *t_state;
 static _Thread_local size_t t_state_cap;
 
@@ -233,20 +232,57 @@ static cells_arg cells_of(duckdb_vector vector, idx_t count) {
     return arg;
 }
 
-/* Copies the constant bound to ref into the thread's scratch; 0 when the host no longer has it
- * (or out of memory). */
-static int load_constant(scratch *s, uint64_t ref, size_t *len) {
+/* Copies the constant bound to ref into *buffer (a thread's scratch, grown as needed); 0 when
+ * the host no longer has it (or out of memory). */
+static int load_constant(uint64_t ref, uint8_t **buffer, size_t *cap, size_t *len) {
     int found = 0;
     pthread_mutex_lock(&g_constants_lock);
     const constant_slot *slot = &g_constants[ref % CONSTANT_SLOTS];
     if (slot->blob != NULL && slot->ref == ref &&
-        grow((void **)&s->constant, &s->constant_cap, slot->len ? slot->len : 1)) {
-        memcpy(s->constant, slot->blob, slot->len);
+        grow((void **)buffer, cap, slot->len ? slot->len : 1)) {
+        memcpy(*buffer, slot->blob, slot->len);
         *len = slot->len;
         found = 1;
     }
     pthread_mutex_unlock(&g_constants_lock);
     return found;
+}
+
+/* One predicate of a program (engine/predicate_program.py): u16 cek id, u8 type code,
+ * u8 operator, u32 constant length, then the constant, all little-endian. */
+typedef struct {
+    uint16_t cek_id;
+    int32_t type_code;
+    int32_t op;
+    const uint8_t *constant;
+    size_t constant_len;
+} predicate;
+
+#define PREDICATE_HEADER 8
+
+/* Splits the program in t_program[0 .. len) into exactly k predicates; 0 when it holds
+ * anything else. */
+static int parse_program(size_t len, idx_t k, predicate *out) {
+    size_t at = 0;
+    for (idx_t p = 0; p < k; p++) {
+        if (len - at < PREDICATE_HEADER) {
+            return 0;
+        }
+        const uint8_t *h = t_program + at;
+        uint32_t constant_len = (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 |
+                                (uint32_t)h[7] << 24;
+        at += PREDICATE_HEADER;
+        if (len - at < constant_len) {
+            return 0;
+        }
+        out[p].cek_id = (uint16_t)(h[0] | h[1] << 8);
+        out[p].type_code = h[2];
+        out[p].op = h[3];
+        out[p].constant = t_program + at;
+        out[p].constant_len = constant_len;
+        at += constant_len;
+    }
+    return at == len;
 }
 
 /* Row 0 of a bound-parameter vector (query id, codes, refs: one value per call). */
@@ -292,7 +328,7 @@ static void refuse(duckdb_function_info info, uint64_t query_id, ee_status statu
     duckdb_scalar_function_set_error(info, message);
 }
 
-/* ---- __ee_filter_k(cells_1 .. cells_k, query_id, (cek, type, op, ref) x k) --------------- */
+/* ---- __ee_filter_k(cells_1 .. cells_k, query_id, program ref) --------------------------- */
 
 static void filter(duckdb_function_info info, duckdb_data_chunk input, duckdb_vector output) {
     const idx_t k = (idx_t)(uintptr_t)duckdb_scalar_function_get_extra_info(info);
@@ -306,38 +342,37 @@ static void filter(duckdb_function_info info, duckdb_data_chunk input, duckdb_ve
             info, "enclavesql_udfs: the enclave was not bound before the extension ran");
         return;
     }
-    uint64_t query_id;
+    uint64_t query_id, ref;
     if (!first_u64(duckdb_data_chunk_get_vector(input, k), &query_id) ||
         !grow((void **)&t_state, &t_state_cap, count)) {
         duckdb_scalar_function_set_error(info, "enclavesql_udfs: a NULL query id or no memory");
         return;
     }
+    size_t program_len = 0;
+    predicate predicates[MAX_CONJUNCTS];
+    if (!first_u64(duckdb_data_chunk_get_vector(input, k + 1), &ref)) {
+        record_failure(query_id, EE_ERR_ARGUMENT);
+        duckdb_scalar_function_set_error(info, "enclavesql_udfs: a NULL predicate program");
+        return;
+    }
+    if (!load_constant(ref, &t_program, &t_program_cap, &program_len)) {
+        record_failure(query_id, -1);
+        duckdb_scalar_function_set_error(
+            info, "enclavesql_udfs: a predicate program is no longer bound; run it again");
+        return;
+    }
+    if (!parse_program(program_len, k, predicates)) {
+        record_failure(query_id, FAILURE_MALFORMED_PROGRAM);
+        duckdb_scalar_function_set_error(info, "enclavesql_udfs: a malformed predicate program");
+        return;
+    }
     memset(t_state, EE_TRUE, count);
     for (idx_t p = 0; p < k; p++) {
-        int32_t cek_id, type_code, op;
-        uint64_t ref;
-        size_t constant_len = 0;
-        idx_t at = k + 1 + 4 * p;
-        scratch *s = &t_scratch[p];
-        if (!first_i32(duckdb_data_chunk_get_vector(input, at), &cek_id) ||
-            !first_i32(duckdb_data_chunk_get_vector(input, at + 1), &type_code) ||
-            !first_i32(duckdb_data_chunk_get_vector(input, at + 2), &op) ||
-            !first_u64(duckdb_data_chunk_get_vector(input, at + 3), &ref) || cek_id < 0 ||
-            cek_id > UINT16_MAX) {
-            record_failure(query_id, EE_ERR_ARGUMENT);
-            duckdb_scalar_function_set_error(info, "enclavesql_udfs: a malformed predicate code");
-            return;
-        }
-        if (!load_constant(s, ref, &constant_len)) {
-            record_failure(query_id, -1);
-            duckdb_scalar_function_set_error(
-                info, "enclavesql_udfs: a predicate's constant is no longer bound; run it again");
-            return;
-        }
+        const predicate *q = &predicates[p];
         /* Rows a previous conjunct made FALSE are skipped by the enclave, their cells unread. */
         cells_arg cells = cells_of(duckdb_data_chunk_get_vector(input, p), count);
-        ee_status status = compare_and(t_state, count, query_id, (uint16_t)cek_id, type_code, op,
-                                       s->constant, constant_len, cells.views,
+        ee_status status = compare_and(t_state, count, query_id, q->cek_id, q->type_code, q->op,
+                                       q->constant, q->constant_len, cells.views,
                                        count * EE_VIEW_SIZE, cells.validity, cells.validity_len,
                                        0, count, NULL, 0, NULL, 0, 0, 0);
         if (status != EE_OK) {
@@ -412,19 +447,14 @@ static int register_scalar(duckdb_connection connection, const char *name,
     return state == DuckDBSuccess;
 }
 
-/* __ee_filter_k: k BLOB cells, UBIGINT query id, then (INTEGER cek, type, op, UBIGINT ref) x k.
+/* __ee_filter_k: k BLOB cells, UBIGINT query id, UBIGINT predicate program ref.
  * NULL cells must reach the enclave: FALSE AND NULL is FALSE. */
 static int register_filter(duckdb_connection connection, idx_t k) {
-    DUCKDB_TYPE types[MAX_CONJUNCTS * 5 + 1];
+    DUCKDB_TYPE types[MAX_CONJUNCTS + 2];
     idx_t n = 0;
     for (idx_t i = 0; i < k; i++) types[n++] = DUCKDB_TYPE_BLOB;
     types[n++] = DUCKDB_TYPE_UBIGINT;
-    for (idx_t i = 0; i < k; i++) {
-        types[n++] = DUCKDB_TYPE_INTEGER;
-        types[n++] = DUCKDB_TYPE_INTEGER;
-        types[n++] = DUCKDB_TYPE_INTEGER;
-        types[n++] = DUCKDB_TYPE_UBIGINT;
-    }
+    types[n++] = DUCKDB_TYPE_UBIGINT;
     char name[32];
     snprintf(name, sizeof name, "__ee_filter_%u", (unsigned)k);
     return register_scalar(connection, name, types, n, filter, 1, k);

@@ -24,11 +24,13 @@ from engine.connection import Connection
 from engine.errors import (
     AttestationError,
     CellAuthenticationError,
+    InternalError,
     OperationalError,
     ProgrammingError,
 )
 from engine.host.host import Host
 from engine.host.recording import RecordingHost
+from engine.predicate_program import pack_predicates, unpack_predicates
 from tests.support.enclave_e2e import RANDOMIZED
 from tests.support.enclave_e2e import quiet_fetchall as _quiet
 from tests.support.keys import ENCLAVE_KEYS
@@ -162,8 +164,9 @@ def test_the_native_path_cannot_swap_the_constant_behind_a_ref(
     con: Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The native extension reads each predicate's constant from a table the host fills: a
-    # malicious host that puts another ciphertext (here: another row's cell) behind the ref
-    # is refused by the enclave's per-query authorization, exactly as on the Python path.
+    # malicious host that puts another ciphertext (here: another row's cell) into the program
+    # behind the ref is refused by the enclave's per-query authorization, exactly as on the
+    # Python path.
     if not con._host.native_filters:  # type: ignore[attr-defined]
         pytest.skip("the native extension is not loaded here")
     other_cell = con._host._con.execute("SELECT amount FROM t WHERE id = 1").fetchall()[0][0]  # type: ignore[attr-defined]
@@ -171,8 +174,13 @@ def test_the_native_path_cannot_swap_the_constant_behind_a_ref(
     swapped: list[int] = []
 
     def swap(ref: int, blob: bytes) -> None:
+        try:
+            [(cek_id, type_code, operator, _)] = unpack_predicates(blob, 1)
+        except InternalError:
+            real_put(ref, blob)  # not a one-predicate program (a stage layout)
+            return
         swapped.append(ref)
-        real_put(ref, bytes(other_cell))
+        real_put(ref, pack_predicates([(cek_id, type_code, operator, bytes(other_cell))]))
 
     monkeypatch.setattr(duckdb_extension, "put_constant", swap)
     with pytest.raises(OperationalError, match="authoriz"):
@@ -190,7 +198,7 @@ def test_explain_says_where_each_operation_runs(con: Connection) -> None:
     # The markers the enclave rewrite adds are named for what they are, not as lifted literals
     # (the pattern travels inside the encrypted constant; `id > 0` stays in the text).
     assert "? 1: the enclave query id" in text
-    assert "an enclave operation's constant, encrypted by the client" in text
+    assert "encrypted constants of an enclave filter's predicates" in text
     assert "a literal lifted out of the text" not in text
     cursor = con.cursor().execute("EXPLAIN " + sql)
     assert [d[0] for d in cursor.description] == ["operation", "column", "where"]

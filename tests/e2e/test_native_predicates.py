@@ -18,6 +18,8 @@ import pytest
 import engine
 from enclave import duckdb_extension
 from engine.errors import CellAuthenticationError, InternalError
+from engine.host import enclave_execution
+from engine.predicate_program import pack_predicates
 from tests.support.enclave_e2e import RANDOMIZED, enclave_connection
 from tests.support.enclave_e2e import quiet_fetchall as _quiet
 from tests.support.keys import ENCLAVE_KEYS, make_cmk
@@ -165,6 +167,25 @@ def test_a_tampered_cell_is_refused_on_both_paths(
         con.close()
 
 
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_a_garbled_program_from_the_host_fails_the_statement_on_both_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch: str
+) -> None:
+    # A host that binds a program the client did not send (here: the right one, cut short)
+    # gets a clear PEP 249 error from either filter, and no answer.
+    database, con = _database_on_path(tmp_path, monkeypatch, switch, 50)
+    real_ref = enclave_execution.constant_ref
+    monkeypatch.setattr(enclave_execution, "constant_ref", lambda blob: real_ref(blob[:-1]))
+    try:
+        with pytest.raises(InternalError, match="predicate program is malformed"):
+            _quiet(con, "SELECT id FROM t WHERE a < 100 AND d > 0")
+        assert con._host.native_filters is (switch == "1")
+        monkeypatch.setattr(enclave_execution, "constant_ref", real_ref)
+        assert _quiet(con, "SELECT count(*) FROM t WHERE a < 100 AND d > 0")[0][0] > 0
+    finally:
+        con.close()
+
+
 def test_a_constant_evicted_from_the_host_table_is_an_internal_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -177,34 +198,43 @@ def test_a_constant_evicted_from_the_host_table_is_an_internal_error(
     duckdb_extension.put_constant(987_654_321, b"constant")
     duckdb_extension.drop_constant(987_654_321)
     with pytest.raises(duckdb.Error, match="no longer bound"):
-        con.execute("SELECT __ee_filter_1('c'::BLOB, 77::UBIGINT, 1, 1, 1, 987654321::UBIGINT)")
+        con.execute("SELECT __ee_filter_1('c'::BLOB, 77::UBIGINT, 987654321::UBIGINT)")
     failure = duckdb_extension.take_failure(77)
     assert isinstance(failure, InternalError) and "run it again" in str(failure)
     assert duckdb_extension.take_failure(77) is None  # taken once
     con.close()
 
 
+_PROGRAM_REF = 987_654_000
+
+
 @pytest.mark.parametrize(
-    ("arguments", "message"),
+    ("arguments", "program", "message"),
     [
-        ("NULL::UBIGINT, 1, 1, 1, 5::UBIGINT", "NULL query id"),
-        ("78::UBIGINT, 70000, 1, 1, 5::UBIGINT", "malformed predicate code"),
-        ("78::UBIGINT, NULL, 1, 1, 5::UBIGINT", "malformed predicate code"),
+        ("NULL::UBIGINT, 987654000::UBIGINT", pack_predicates([(1, 1, 1, b"")]), "NULL query id"),
+        ("78::UBIGINT, NULL::UBIGINT", pack_predicates([(1, 1, 1, b"")]), "NULL predicate program"),
+        ("78::UBIGINT, 987654000::UBIGINT", b"\x01\x00\x05", "malformed predicate program"),
+        # A length beyond the blob, a second predicate for a one-predicate call, trailing bytes.
+        ("78::UBIGINT, 987654000::UBIGINT", b"\x01\x00\x05\x01\xff\x00\x00\x00ab", "malformed"),
+        ("78::UBIGINT, 987654000::UBIGINT", pack_predicates([(1, 5, 1, b"")] * 2), "malformed"),
+        ("78::UBIGINT, 987654000::UBIGINT", pack_predicates([(1, 5, 1, b"")]) + b"x", "malformed"),
     ],
 )
-def test_malformed_bound_codes_fail_the_statement(
-    monkeypatch: pytest.MonkeyPatch, arguments: str, message: str
+def test_malformed_bound_programs_fail_the_statement(
+    monkeypatch: pytest.MonkeyPatch, arguments: str, program: bytes, message: str
 ) -> None:
-    # The host binds these codes; a bad one (a host bug, or a hostile host) must fail the
-    # statement with a clear error, never reach the enclave with a truncated value.
+    # The host binds the query id and the program; a bad one (a host bug, or a hostile host)
+    # must fail the statement with a clear error, never reach the enclave half-read.
     _skip_unless_built()
     monkeypatch.setenv("ENCLAVESQL_NATIVE_UDFS", "1")
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
     try:
         assert duckdb_extension.load_into(con)
+        duckdb_extension.put_constant(_PROGRAM_REF, program)
         with pytest.raises(duckdb.Error, match=message):
             con.execute(f"SELECT __ee_filter_1('cell'::BLOB, {arguments})").fetchall()
     finally:
+        duckdb_extension.drop_constant(_PROGRAM_REF)
         duckdb_extension.take_failure(78)
         con.close()
 
