@@ -257,7 +257,14 @@ void ee_fast_prepare(ee_cell_keys *keys) {
     ee_wipe(rk, sizeof rk);
 }
 
-/* n independent blocks through all 14 rounds, round-major so the n AESENC/AESDEC chains overlap. */
+/* n independent blocks through all 14 rounds, round-major so the n AESENC/AESDEC chains
+ * overlap. Decryption runs on a local copy (n at most AES_MAX_BLOCKS), its block loop unrolled
+ * for the constant n of each call site, so the blocks stay in registers between rounds: working
+ * on b[] itself, which the compiler must assume may alias the round keys, stored and reloaded
+ * every block of every round (measured: the SF 1 range filter over 2-block DECIMAL cells went
+ * from about 300 to 265 ms). Encryption measured no better that way. */
+#define AES_MAX_BLOCKS 8
+
 static ALWAYS_INLINE void aes_encrypt_blocks(const __m128i *rk, __m128i *b, int n) {
     for (int j = 0; j < n; j++) b[j] = _mm_xor_si128(b[j], rk[0]);
     for (int r = 1; r < 14; r++) {
@@ -267,11 +274,15 @@ static ALWAYS_INLINE void aes_encrypt_blocks(const __m128i *rk, __m128i *b, int 
 }
 
 static ALWAYS_INLINE void aes_decrypt_blocks(const __m128i *dk, __m128i *b, int n) {
-    for (int j = 0; j < n; j++) b[j] = _mm_xor_si128(b[j], dk[0]);
+    __m128i x[AES_MAX_BLOCKS];
+#pragma GCC unroll 8
+    for (int j = 0; j < n; j++) x[j] = _mm_xor_si128(b[j], dk[0]);
     for (int r = 1; r < 14; r++) {
-        for (int j = 0; j < n; j++) b[j] = _mm_aesdec_si128(b[j], dk[r]);
+#pragma GCC unroll 8
+        for (int j = 0; j < n; j++) x[j] = _mm_aesdec_si128(x[j], dk[r]);
     }
-    for (int j = 0; j < n; j++) b[j] = _mm_aesdeclast_si128(b[j], dk[14]);
+#pragma GCC unroll 8
+    for (int j = 0; j < n; j++) b[j] = _mm_aesdeclast_si128(x[j], dk[14]);
 }
 
 /* ---- Shared per-batch context ----------------------------------------------------------------- */
