@@ -318,31 +318,62 @@ static void fast_ctx_init(fast_ctx *c, const ee_cell_keys *keys) {
 
 static ALWAYS_INLINE int is_short_ct(size_t ct_len) { return ct_len == 16 || ct_len == 32; }
 
-static ALWAYS_INLINE void short_mac_block(uint8_t block[64], const uint8_t *cell, size_t ct_len) {
-    memset(block, 0, 64);
-    block[0] = cell[0];
-    if (ct_len == 16) {
-        memcpy(block + 1, cell + EE_CELL_IV_OFFSET, 32);
-    } else {
-        memcpy(block + 1, cell + EE_CELL_IV_OFFSET, 48);
+/* The MAC block of a short cell as schedule words, built in registers from loads of the cell
+ * (never past its last byte). Assembling it in a stack buffer first, byte by byte, and loading
+ * it back stalled every load on store forwarding. Two layouts, for the two callers:
+ *  - a stored cell (decryption): three or four loads, the first starting on the MAC's last
+ *    byte, which the version byte replaces;
+ *  - a cell this thread just wrote (encryption): loads exactly where the encryptor's 16-byte
+ *    stores went (iv + 16k), shifted up one byte with PALIGNR, since a load that straddles two
+ *    pending stores stalls the same way.
+ * Measured on 8-byte cells, one thread: decrypt+verify 15.8 -> 18.8 M cells/s with the first
+ * (17.3 with the second); encryption slowed by a quarter with the first, not with the second. */
+static ALWAYS_INLINE void short_mac_words(__m128i m[4], const uint8_t *cell, size_t ct_len,
+                                          int just_written) {
+    const __m128i *iv = (const __m128i *)(cell + EE_CELL_IV_OFFSET);
+    const uint8_t *ivb = cell + EE_CELL_IV_OFFSET;
+    /* After the message: 0x01 (the version length), the 0x80 terminator, and the big-endian bit
+     * count of ipad block + message, (64 + 18 + ct_len) * 8: 784 (0x0310) or 912 (0x0390), at
+     * block bytes 62-63. */
+    __m128i end = _mm_cvtsi32_si128(0x8001);
+    if (!just_written) {
+        __m128i head = _mm_loadu_si128((const __m128i *)(ivb - 1));
+        m[0] = byteswap32(_mm_insert_epi8(head, cell[0], 0));
+        m[1] = byteswap32(_mm_loadu_si128((const __m128i *)(ivb + 15)));
+        if (ct_len == 16) {
+            m[2] = byteswap32(_mm_insert_epi8(_mm_slli_si128(end, 1), ivb[31], 0));
+            m[3] = byteswap32(_mm_insert_epi16(_mm_setzero_si128(), 0x1003, 7));
+        } else {
+            m[2] = byteswap32(_mm_loadu_si128((const __m128i *)(ivb + 31)));
+            __m128i tail = _mm_insert_epi16(_mm_slli_si128(end, 1), 0x9003, 7);
+            m[3] = byteswap32(_mm_insert_epi8(tail, ivb[47], 0));
+        }
+        return;
     }
-    block[17 + ct_len] = 0x01;
-    block[18 + ct_len] = 0x80;
-    uint64_t bits = (64 + 18 + (uint64_t)ct_len) * 8; /* the ipad block counts too */
-    block[62] = (uint8_t)(bits >> 8);
-    block[63] = (uint8_t)bits;
+    __m128i version = _mm_slli_si128(_mm_cvtsi32_si128(cell[0]), 15);
+    __m128i b0 = _mm_loadu_si128(iv), b1 = _mm_loadu_si128(iv + 1);
+    m[0] = byteswap32(_mm_alignr_epi8(b0, version, 15));
+    m[1] = byteswap32(_mm_alignr_epi8(b1, b0, 15));
+    if (ct_len == 16) {
+        m[2] = byteswap32(_mm_alignr_epi8(end, b1, 15));
+        m[3] = byteswap32(_mm_insert_epi16(_mm_setzero_si128(), 0x1003, 7));
+    } else {
+        __m128i b2 = _mm_loadu_si128(iv + 2);
+        m[2] = byteswap32(_mm_alignr_epi8(b2, b1, 15));
+        /* Laid out one byte down, as PALIGNR shifts it up. */
+        __m128i tail = _mm_insert_epi8(_mm_insert_epi8(end, 0x03, 13), 0x90, 14);
+        m[3] = byteswap32(_mm_alignr_epi8(tail, b2, 15));
+    }
 }
 
 /* MACs of `lanes` short cells, as digest words. */
 static ALWAYS_INLINE void short_macs(const fast_ctx *c, const uint8_t *const *cells,
                                      const size_t *ct_lens, __m128i *abcd, __m128i *efgh,
-                                     int lanes) {
-    uint8_t block[LANES][64];
+                                     int lanes, int just_written) {
     __m128i m[LANES][4];
     sha_state s[LANES];
     for (int l = 0; l < lanes; l++) {
-        short_mac_block(block[l], cells[l], ct_lens[l]);
-        load_block(m[l], block[l]);
+        short_mac_words(m[l], cells[l], ct_lens[l], just_written);
         s[l] = c->mac_inner;
     }
     sha_compress(s, m, lanes);
@@ -456,7 +487,7 @@ static ALWAYS_INLINE ee_status short_decrypt(const fast_ctx *c, const uint8_t *c
     }
     /* MACs are computed for every lane, even one with a bad version byte, so that the first
      * failing lane, in row order, is the one reported. */
-    short_macs(c, cells, ct_lens, abcd, efgh, lanes);
+    short_macs(c, cells, ct_lens, abcd, efgh, lanes, 0);
     for (int l = 0; l < lanes; l++) {
         authentic[l] &= tag_matches(cells[l] + EE_CELL_MAC_OFFSET, abcd[l], efgh[l]);
     }
@@ -690,7 +721,7 @@ static ALWAYS_INLINE void short_encrypt(const fast_ctx *c, const uint8_t *const 
             }
         }
     }
-    short_macs(c, (const uint8_t *const *)cells, ct_lens, abcd, efgh, lanes);
+    short_macs(c, (const uint8_t *const *)cells, ct_lens, abcd, efgh, lanes, 1);
     for (int l = 0; l < lanes; l++) store_tag(cells[l] + EE_CELL_MAC_OFFSET, abcd[l], efgh[l]);
     ee_wipe(state, sizeof state);
 }
