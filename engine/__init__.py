@@ -78,6 +78,7 @@ _LAZY_EXPORTS = {
     "Cursor": "engine.cursor",
     "encrypt_column": "engine.client.codec",
     "decrypt_column": "engine.client.codec",
+    "Encrypted": "engine.client.forced_encryption",
     "parse_sql_type": "engine.types",
     "SqlType": "engine.types",
 }

@@ -27,6 +27,7 @@ from engine.client.enclave_queries import (
     integer_sums,
 )
 from engine.client.enclave_session import EnclaveSession, SessionGateway
+from engine.client.forced_encryption import unwrap_forced, unwrap_forced_rows
 from engine.client.key_ddl import complete_key_ddl
 from engine.client.keystores.base import KeyStoreProvider
 from engine.client.keystores.registry import build_registry
@@ -262,6 +263,9 @@ class Client:
     ) -> EnclaveValues:
         """The host's values for a statement with enclave operations, and its package."""
         check_parameter_count(prepared.plan, parameters)
+        parameters = unwrap_forced(
+            prepared.plan, parameters, column_encryption=self.column_encryption
+        )
         if not self.column_encryption:
             raise ProgrammingError(
                 "operations on encrypted columns in the enclave need column_encryption=True "
@@ -348,6 +352,9 @@ class Client:
     ) -> list[object]:
         """The values of the host's ``?`` markers, encrypted where the plan says so."""
         check_parameter_count(prepared.plan, parameters)
+        parameters = unwrap_forced(
+            prepared.plan, parameters, column_encryption=self.column_encryption
+        )
         lookup = self.column_key_lookup(snapshot) if self.column_encryption else None
         return encrypt_parameters(prepared.plan.parameters, parameters, lookup)
 
@@ -362,6 +369,7 @@ class Client:
         if set(map(len, rows)) - {width}:
             for row in rows:
                 check_parameter_count(prepared.plan, row)  # raises for the first bad row
+        rows = unwrap_forced_rows(prepared.plan, rows, column_encryption=self.column_encryption)
         lookup = self.column_key_lookup(snapshot) if self.column_encryption else None
         return encrypt_parameter_columns(prepared.plan.parameters, rows, lookup)
 

@@ -88,6 +88,7 @@ def test_every_named_test_exists() -> None:
         "can be swapped between rows of one column",
         'attestation_protocol="none"',
         "NULLs are visible",
+        "The catalog is the host's, and it says which columns are encrypted",
         "Lengths are visible",
         "What simulation mode does not protect",
     ],
