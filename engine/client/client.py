@@ -27,7 +27,7 @@ from engine.client.enclave_queries import (
     integer_sums,
 )
 from engine.client.enclave_session import EnclaveSession, SessionGateway
-from engine.client.forced_encryption import unwrap_forced, unwrap_forced_rows
+from engine.client.forced_encryption import unwrap_forced
 from engine.client.key_ddl import complete_key_ddl
 from engine.client.keystores.base import KeyStoreProvider
 from engine.client.keystores.registry import build_registry
@@ -369,7 +369,6 @@ class Client:
         if set(map(len, rows)) - {width}:
             for row in rows:
                 check_parameter_count(prepared.plan, row)  # raises for the first bad row
-        rows = unwrap_forced_rows(prepared.plan, rows, column_encryption=self.column_encryption)
         lookup = self.column_key_lookup(snapshot) if self.column_encryption else None
         return encrypt_parameter_columns(prepared.plan.parameters, rows, lookup)
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from engine.errors import ProgrammingError
 from engine.sql.plan import Plan
 
-__all__ = ["Encrypted", "unwrap_forced", "unwrap_forced_rows"]
+__all__ = ["Encrypted", "unwrap_forced", "unwrap_forced_column"]
 
 
 class Encrypted:
@@ -65,6 +65,22 @@ def _encrypted_user_indexes(plan: Plan) -> set[int]:
     return encrypted - plain
 
 
+def _needs_column_encryption() -> ProgrammingError:
+    return ProgrammingError(
+        "a parameter marked engine.Encrypted needs column_encryption=True on the connection; "
+        "the statement was not sent"
+    )
+
+
+def _sent_in_plaintext(index: int) -> ProgrammingError:
+    return ProgrammingError(
+        f"parameter {index + 1} is marked engine.Encrypted, but the statement would send it in "
+        "plaintext: the catalog the host returned does not encrypt the column it is compared "
+        "with or stored in. If that column is not meant to be encrypted, drop the marker; if it "
+        "is, the host may have altered the catalog. The statement was not sent"
+    )
+
+
 def unwrap_forced(
     plan: Plan, parameters: Sequence[object], *, column_encryption: bool
 ) -> Sequence[object]:
@@ -84,31 +100,32 @@ def unwrap_forced(
     if not any(isinstance(value, Encrypted) for value in parameters):
         return parameters
     if not column_encryption:
-        raise ProgrammingError(
-            "a parameter marked engine.Encrypted needs column_encryption=True on the "
-            "connection; the statement was not sent"
-        )
+        raise _needs_column_encryption()
     encrypted = _encrypted_user_indexes(plan)
     values = []
     for index, value in enumerate(parameters):
         if isinstance(value, Encrypted):
             if index not in encrypted:
-                raise ProgrammingError(
-                    f"parameter {index + 1} is marked engine.Encrypted, but the statement would "
-                    "send it in plaintext: the catalog the host returned does not encrypt the "
-                    "column it is compared with or stored in. If that column is not meant to be "
-                    "encrypted, drop the marker; if it is, the host may have altered the "
-                    "catalog. The statement was not sent"
-                )
+                raise _sent_in_plaintext(index)
             value = value.value
         values.append(value)
     return values
 
 
-def unwrap_forced_rows(
-    plan: Plan, rows: Sequence[Sequence[object]], *, column_encryption: bool
-) -> Sequence[Sequence[object]]:
-    """executemany's rows, each checked and unwrapped as by unwrap_forced."""
-    if not any(isinstance(value, Encrypted) for row in rows for value in row):
-        return rows
-    return [unwrap_forced(plan, row, column_encryption=column_encryption) for row in rows]
+def unwrap_forced_column(
+    values: list[object], index: int, *, encrypted: bool, column_encryption: bool
+) -> list[object]:
+    """executemany's values of the caller's ``?`` number ``index`` (0-based), as one column:
+    unwrapped when the statement encrypts them (``encrypted``), else refused as by
+    unwrap_forced if any is marked. One C-level pass over the column when none is.
+
+    >>> unwrap_forced_column([1, Encrypted(2)], 0, encrypted=True, column_encryption=True)
+    [1, 2]
+    """
+    if Encrypted not in set(map(type, values)):
+        return values
+    if not column_encryption:
+        raise _needs_column_encryption()
+    if not encrypted:
+        raise _sent_in_plaintext(index)
+    return [value.value if type(value) is Encrypted else value for value in values]

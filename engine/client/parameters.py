@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from engine.client.codec import CodecKey, encrypt_column, encrypt_values
+from engine.client.forced_encryption import unwrap_forced_column
 from engine.errors import ProgrammingError
 from engine.sql.plan import EncryptionTarget, ParameterSpec
 from engine.sql.rewrite_inexact_comparisons import exact_comparand
@@ -197,7 +198,12 @@ def encrypt_parameter_columns(
     transposed = list(zip(*rows, strict=True)) if rows else []
     for spec in specs:
         if spec.source[0] == "user":
-            values = list(transposed[spec.source[1]])
+            values = unwrap_forced_column(
+                list(transposed[spec.source[1]]),
+                spec.source[1],
+                encrypted=spec.target is not None,
+                column_encryption=key_for is not None,
+            )
         else:
             values = [spec.source[1]] * count
         plain_columns.append(values)
